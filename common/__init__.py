@@ -1,0 +1,1 @@
+"""Code both questions share: metrics, plots, checkpoints and run plumbing."""

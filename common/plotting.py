@@ -1,0 +1,71 @@
+"""Figures for runs and reports, written without a display."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common.runtime import atomic_path  # noqa: E402
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(history, panels, path, title=None):
+    """One panel per (key, label) in `panels`, each value against its epoch; gaps where not measured."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for axis, (key, label) in zip(axes[0], panels):
+        points = [(r["epoch"], r[key]) for r in history if key in r]
+        if points:
+            epochs, values = zip(*points)
+            axis.plot(epochs, values, marker="o", markersize=3)
+        axis.set_xlabel("epoch")
+        axis.set_title(label)
+        axis.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_bars(names, values, path, ylabel, title=None):
+    fig, axis = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
+    bars = axis.bar(range(len(names)), values, color="tab:blue")
+    axis.bar_label(bars, fmt="%.2f", fontsize=8)
+    axis.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    axis.set_ylabel(ylabel)
+    low = min(values)
+    axis.set_ylim(max(0.0, low - (max(values) - low) - 1e-3) if len(values) > 1 else 0, None)
+    if title:
+        axis.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+CLASS_COLOURS = np.array([
+    [0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [213, 94, 0],
+    [204, 121, 167], [0, 114, 178], [120, 120, 120], [255, 255, 255],
+], dtype=np.uint8)
+
+
+def plot_segmentation_examples(images, labels, predictions, class_names, path):
+    """Rows of image | ground truth | prediction; images uint8 (N, H, W, 3), label maps (N, H, W)."""
+    from matplotlib.patches import Patch
+
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows + 0.6), squeeze=False)
+    for row in range(rows):
+        panels = (images[row], CLASS_COLOURS[labels[row]], CLASS_COLOURS[predictions[row]])
+        for column, (panel, heading) in enumerate(zip(panels, ("image", "ground truth", "prediction"))):
+            axes[row, column].imshow(panel)
+            axes[row, column].axis("off")
+            if row == 0:
+                axes[row, column].set_title(heading)
+    legend = [Patch(facecolor=CLASS_COLOURS[i] / 255, edgecolor="grey", label=name)
+              for i, name in enumerate(class_names)]
+    fig.legend(handles=legend, loc="lower center", ncol=min(len(class_names), 6), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    _save(fig, path)

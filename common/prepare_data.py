@@ -1,0 +1,77 @@
+"""Fill data/ from the course's data folder or its data.zip, so both train.py scripts find their files.
+
+    python -m common.prepare_data --source ~/Downloads/data.zip
+    python -m common.prepare_data --source ../shared/data/cs543_mp4 --link
+
+The result is the course's own layout: data/classes.txt, data/train, data/val, data/test and
+data/fashion/fashion_secret_test_data.npy. Fashion-MNIST itself is not in the course folder: the Q1
+script finds it in data/fashion/FashionMNIST/raw, in Debian's dataset-fashion-mnist, or downloads it.
+"""
+import argparse
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+from common.runtime import UserError, run_cli
+
+ENTRIES = ("classes.txt", "train", "val", "test", "fashion/fashion_secret_test_data.npy")
+
+
+def find_root(folder):
+    """The folder holding classes.txt: `folder` itself or one level down (zips often add `data/`)."""
+    for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        if (candidate / "classes.txt").is_file():
+            return candidate
+    raise UserError(f"{folder}: no classes.txt here or one level down; is this the course's data folder?")
+
+
+def prepare(source, data_dir, link=False):
+    source, data_dir = Path(source), Path(data_dir)
+    if not source.exists():
+        raise UserError(f"--source {source}: not found")
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise UserError(f"--source {source}: neither a folder nor a zip file")
+        if link:
+            raise UserError("--link needs a folder as --source, not a zip")
+        unpacked = data_dir / ".unpacked"
+        with zipfile.ZipFile(source) as archive:
+            archive.extractall(unpacked)
+        root, link = find_root(unpacked), False
+    else:
+        root = find_root(source)
+    missing = [entry for entry in ENTRIES if not (root / entry).exists()]
+    if missing:
+        raise UserError(f"{root}: missing {', '.join(missing)}")
+    for entry in ENTRIES:
+        target = data_dir / entry
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        if link:
+            target.symlink_to((root / entry).resolve())
+        elif (root / entry).is_dir():
+            shutil.copytree(root / entry, target)
+        else:
+            shutil.copy2(root / entry, target)
+        print(f"{'linked' if link else 'copied'} {root / entry} -> {target}")
+    if source.is_file():
+        shutil.rmtree(data_dir / ".unpacked")
+    return data_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True, help="the course's data folder or data.zip")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where to put it (default: data)")
+    parser.add_argument("--link", action="store_true", help="symlink instead of copying (folder sources only)")
+    args = parser.parse_args(argv)
+    prepare(args.source, args.data_dir, args.link)
+    print(f"{args.data_dir} is ready")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

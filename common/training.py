@@ -1,0 +1,108 @@
+"""The epoch loop both questions share: train, validate, checkpoint best and last, resume."""
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+from common.checkpoint import restore_rng, save_checkpoint
+from common.runtime import UserError
+
+
+def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc):
+    """One pass over `batches` (an iterable of (input, target)); returns the mean loss.
+
+    A NaN or inf loss stops training before the optimizer step can spread it into the weights.
+    """
+    model.train()
+    total, count = 0.0, 0
+    # disable=None: a bar on a terminal, silence in logs and CI
+    progress = tqdm(batches, total=num_batches, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    for inputs, targets in progress:
+        loss = loss_fn(model(inputs), targets)
+        if not math.isfinite(loss.item()):
+            raise UserError(
+                f"training loss became {loss.item()} at {desc}, batch {count + 1}; lower --lr. "
+                "The last good checkpoint was kept"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+        count += 1
+        if count % 20 == 0:
+            progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1)
+
+
+def fit(model, optimizer, scheduler, *, config, checkpoint_dir, run_epoch, evaluate, score_key,
+        resume_state=None, eval_every=1):
+    """Train for config["epochs"] epochs in total, validating every `eval_every` epochs and at the end.
+
+    run_epoch(epoch) -> mean training loss; evaluate() -> dict of validation metrics.
+    Each epoch ends with `last.pt` (and `best.pt` when `score_key` improved) written atomically,
+    with the RNG states, so a resumed run continues exactly as an uninterrupted one would.
+    Each history record holds the epoch's wall time under "seconds"; their sum is the training time.
+    Returns (history, best score).
+    """
+    history, best, start = [], -math.inf, 1
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        history, best = resume_state["history"], resume_state["best"]
+        start = resume_state["epoch"] + 1
+        restore_rng(resume_state["rng"])
+        print(f"resumed after epoch {resume_state['epoch']} (best {score_key} so far {best:.4f})")
+    epochs = config["epochs"]
+    if start > epochs:
+        print(f"nothing to train: the checkpoint already has {start - 1} of {epochs} epochs")
+    for epoch in range(start, epochs + 1):
+        began = time.perf_counter()
+        record = {"epoch": epoch, "train_loss": run_epoch(epoch)}
+        if epoch % eval_every == 0 or epoch == epochs:
+            record.update(evaluate())
+        record["seconds"] = time.perf_counter() - began
+        history.append(record)
+        print("epoch {:3d}/{}  ".format(epoch, epochs) + "  ".join(
+            f"{key} {value:.4f}" for key, value in record.items() if key != "epoch"))
+        state = dict(model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                     history=history, config=config)
+        if score_key in record and record[score_key] > best:
+            best = record[score_key]
+            save_checkpoint(checkpoint_dir / "best.pt", best=best, **state)
+        save_checkpoint(checkpoint_dir / "last.pt", best=best, **state)
+    return history, best
+
+
+def lr_schedule(name, total_steps, warmup_fraction=0.15):
+    """A learning-rate multiplier per optimizer step, for torch.optim.lr_scheduler.LambdaLR.
+
+    "onecycle": linear warm-up from 0.1 to 1 over the first `warmup_fraction`, then cosine to 0.
+    "constant": 1 throughout (the course starter's plain SGD).
+    A plain function, not an object, so LambdaLR keeps it out of the checkpoint: a run resumed with
+    a larger --epochs follows the schedule of its new total.
+    """
+    if name == "constant":
+        return lambda step: 1.0
+    if name != "onecycle":
+        raise ValueError(f"unknown schedule {name!r}")
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def multiplier(step):
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+@torch.inference_mode()
+def predict_softmax(model, images, prepare, batch_size):
+    """Softmax outputs (float32, on the CPU) of `model` over `images`, prepared chunk by chunk."""
+    model.eval()
+    outputs = [model(prepare(images[start:start + batch_size])).float().softmax(dim=1).cpu()
+               for start in range(0, len(images), batch_size)]
+    return torch.cat(outputs).numpy()

@@ -1,0 +1,154 @@
+"""Train a Fashion-MNIST classifier, report the course's val numbers, write the autograder file.
+
+    python q1_fashion/train.py                      # the improved model with its best recipe
+    python q1_fashion/train.py --model basenet      # the assignment's BaseNet
+    python q1_fashion/train.py --resume             # continue from last.pt
+    python q1_fashion/train.py --eval-only          # evaluate best.pt and write predictions
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `python q1_fashion/train.py` finds common/
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from common.checkpoint import load_checkpoint  # noqa: E402
+from common.cli import add_run_arguments, apply_recipe, positive_int, probability, resolve_run_paths  # noqa: E402
+from common.metrics import accuracy, format_classification, per_class_accuracy  # noqa: E402
+from common.plotting import plot_curves  # noqa: E402
+from common.runtime import (count_parameters, describe_model, pick_device, prepare_dir, run_cli,  # noqa: E402
+                            save_npy, seed_everything, write_json)
+from common.training import fit, lr_schedule, predict_softmax, train_one_epoch  # noqa: E402
+from q1_fashion.data import (CLASSES, batches, load_fashion_mnist, load_secret_test, normalize,  # noqa: E402
+                             split_indices)
+from q1_fashion.models import FAMILY_KEYS, MODELS, build_model  # noqa: E402
+
+PREDICTIONS = "Q1_label_predictions.npy"
+VAL_PREDICTIONS = "Q1_val_label_predictions.npy"
+
+# Each model's best recipe; a flag given on the command line overrides its entry.
+RECIPES = {
+    "basenet": dict(epochs=10, batch_size=64, lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0,
+                    label_smoothing=0.0, schedule="constant", augment=False),
+    "report_best": dict(epochs=15, batch_size=128, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                        label_smoothing=0.0, schedule="onecycle", augment=False),
+    "improved": dict(epochs=30, batch_size=256, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                     label_smoothing=0.1, schedule="onecycle", augment=True,
+                     width=32, depth=2, batchnorm=True, dropout=0.2),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, default="improved", help="network (default: improved)")
+    run = add_run_arguments(parser, "q1_fashion")
+    run.add_argument("--momentum", type=probability)
+    run.add_argument("--label-smoothing", type=probability)
+    ablation = parser.add_argument_group("ablation switches (augmentation: any model; the rest: --model improved)")
+    ablation.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                          help="random 2-pixel shifts and horizontal flips while training")
+    ablation.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, help="BatchNorm after each layer")
+    ablation.add_argument("--dropout", type=probability, help="dropout probability")
+    ablation.add_argument("--depth", type=positive_int, help="convolutions per stage")
+    ablation.add_argument("--width", type=positive_int, help="channels of the first stage (BaseNet: 6)")
+    args = parser.parse_args(argv)
+    if args.model != "improved":
+        used = [f"--{key}" for key in FAMILY_KEYS if getattr(args, key) is not None]
+        if used:
+            parser.error(f"{', '.join(used)} only apply to --model improved (its switches build the family)")
+    resolve_run_paths(args, "q1_fashion", args.model)
+    return args
+
+
+def make_config(args):
+    return apply_recipe(args, RECIPES[args.model], {"model": args.model, "seed": args.seed, "limit": args.limit})
+
+
+def evaluate(model, images, labels, device, batch_size=1000):
+    probabilities = predict_softmax(model, images, lambda chunk: prepare(chunk, device), batch_size)
+    predicted = probabilities.argmax(axis=1)
+    return probabilities, accuracy(predicted, labels.numpy()), per_class_accuracy(predicted, labels.numpy(),
+                                                                                len(CLASSES))
+
+
+def prepare(chunk, device):
+    return normalize(chunk.to(device)).contiguous(memory_format=torch.channels_last)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = make_config(args)
+    device = pick_device(args.device)
+    out_dir = prepare_dir(args.out_dir, "--out-dir")
+    checkpoint_dir = prepare_dir(args.checkpoint_dir, "--checkpoint-dir")
+    seed_everything(config["seed"])
+
+    images, labels = load_fashion_mnist(args.data_dir)
+    secret_images = load_secret_test(args.data_dir)
+    train_index, val_index = split_indices(len(images))
+    if args.limit:
+        train_index, val_index = train_index[:args.limit], val_index[:args.limit]
+    # The training set lives on the device as uint8; batches are indexed, augmented and normalised there.
+    train_images, train_labels = images[train_index].to(device), labels[train_index].to(device)
+    val_images, val_labels = images[val_index], labels[val_index]
+    print(f"train {len(train_index)} images (indices 0..{train_index[-1].item()}), "
+          f"val {len(val_index)} (from {val_index[0].item()}), secret test {len(secret_images)}")
+
+    model = build_model(config).to(device, memory_format=torch.channels_last)
+    describe_model(model, (1, 28, 28), out_dir)
+    expect = {key: config[key] for key in ("model",) + (FAMILY_KEYS if config["model"] == "improved" else ())}
+    hint = f"train first: python q1_fashion/train.py --model {config['model']}"
+
+    if not args.eval_only:
+        steps_per_epoch = -(-len(train_images) // config["batch_size"])
+        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                                    nesterov=config["nesterov"] and config["momentum"] > 0,
+                                    weight_decay=config["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+        resume_state = load_checkpoint(checkpoint_dir / "last.pt", expect, hint) if args.resume else None
+
+        def run_epoch(epoch):
+            return train_one_epoch(
+                model, batches(train_images, train_labels, config["batch_size"], augmented=config["augment"]),
+                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}")
+
+        def validate():
+            _, val_accuracy, _ = evaluate(model, val_images, val_labels, device)
+            return {"val_accuracy": val_accuracy}
+
+        fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
+            evaluate=validate, score_key="val_accuracy", resume_state=resume_state)
+
+    best = load_checkpoint(checkpoint_dir / "best.pt", expect, hint)
+    model.load_state_dict(best["model"])
+    history = best["history"]
+    val_probabilities, val_accuracy, val_per_class = evaluate(model, val_images, val_labels, device)
+    print(f"best checkpoint: epoch {best['epoch']}")
+    print(format_classification(val_accuracy, val_per_class, CLASSES))
+
+    test_probabilities = predict_softmax(model, secret_images, lambda chunk: prepare(chunk, device), 1000)
+    save_npy(out_dir / PREDICTIONS, test_probabilities.astype("float32"))
+    save_npy(out_dir / VAL_PREDICTIONS, val_probabilities.astype("float32"))
+    write_json(out_dir / "metrics.json", {
+        "model": config["model"],
+        "params": count_parameters(model),
+        "epochs": best["config"]["epochs"],
+        "best_epoch": best["epoch"],
+        "train_seconds": round(sum(record["seconds"] for record in history), 1),
+        "val_accuracy": val_accuracy,
+        "val_per_class": dict(zip(CLASSES, val_per_class.tolist())),
+        "history": [{k: v for k, v in r.items() if k != "seconds"} for r in history],
+        "config": best["config"],
+    })
+    plot_curves(history, [("train_loss", "train loss"), ("val_accuracy", "val accuracy (%)")],
+                out_dir / "curves.png", title=f"Q1 {config['model']}")
+    print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, {out_dir / 'curves.png'}; "
+          f"checkpoints in {checkpoint_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,113 @@
+"""The course's COCO segmentation subset, decoded once into uint8 tensors, with batched joint augmentation.
+
+Layout (the course's data/ folder): classes.txt; train/ and val/ hold N.jpg (RGB 224x224) with N.png
+(mode L, values 0..5); test/ holds N.jpg only. Items are in the course's order: file names sorted as
+strings (0, 1, 10, 100, 101, ...), the order the autograder expects in the prediction file.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from common.runtime import UserError
+
+IMAGE_SIZE = 224
+CLASSES = ("background", "sports", "accessory", "animal", "vehicle", "person")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    names: list       # file stems in the course's order
+    images: torch.Tensor  # uint8 (N, 3, 224, 224)
+    labels: torch.Tensor = None  # uint8 (N, 224, 224), None for the unlabelled test split
+
+
+def read_classes(data_dir):
+    path = Path(data_dir) / "classes.txt"
+    if not path.is_file():
+        raise UserError(f"{path} not found; fill data/ with `python -m common.prepare_data --source "
+                        "PATH_TO_COURSE_DATA` (the course's data folder or data.zip)")
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if names != CLASSES:
+        raise UserError(f"{path}: expected the classes {', '.join(CLASSES)}, found {', '.join(names)}")
+    return names
+
+
+def list_items(folder, labelled):
+    """File stems of `folder` in the course's order, checking every image has its label and back."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} not found; fill data/ with `python -m common.prepare_data --source "
+                        "PATH_TO_COURSE_DATA` (the course's data folder or data.zip)")
+    images = sorted(path.name for path in folder.glob("*.jpg"))
+    if not images:
+        raise UserError(f"{folder}: no .jpg images")
+    stems = [name[:-len(".jpg")] for name in images]
+    if labelled:
+        for stem in stems:
+            if not (folder / f"{stem}.png").is_file():
+                raise UserError(f"{folder / (stem + '.jpg')}: its label {stem}.png is missing")
+        orphans = sorted({p.stem for p in folder.glob("*.png")} - set(stems))
+        if orphans:
+            raise UserError(f"{folder / (orphans[0] + '.png')}: label without its image {orphans[0]}.jpg")
+    return stems
+
+
+def _decode(path, mode):
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if mode == "RGB":
+                image = image.convert("RGB")
+            elif image.mode not in ("L", "P"):
+                raise UserError(f"{path}: label image has mode {image.mode}, expected L (one value per pixel)")
+            array = np.asarray(image)
+    except UserError:
+        raise
+    except Exception as error:  # PIL raises several types on damaged files
+        raise UserError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
+    if array.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise UserError(f"{path}: size {array.shape[1]}x{array.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return array
+
+
+def load_split(data_dir, split, limit=None):
+    """Decode a split once: uint8 images (N, 3, H, W) and, for train/val, uint8 labels (N, H, W)."""
+    labelled = split != "test"
+    folder = Path(data_dir) / split
+    names = list_items(folder, labelled)[:limit]
+    images = np.stack([_decode(folder / f"{name}.jpg", "RGB") for name in names])
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    labels = None
+    if labelled:
+        arrays = []
+        for name in names:
+            label = _decode(folder / f"{name}.png", "L")
+            if label.max() >= len(CLASSES):
+                raise UserError(f"{folder / (name + '.png')}: label value {label.max()} is outside "
+                                f"0..{len(CLASSES) - 1}")
+            arrays.append(label)
+        labels = torch.from_numpy(np.stack(arrays))
+    return Split(names, images, labels)
+
+
+def augment(images, labels):
+    """Horizontal flip of each image together with its label map, for half the batch."""
+    flip = torch.rand(len(images), device=images.device) < 0.5
+    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
+    return images, labels
+
+
+def batches(split, batch_size, normalize, augmented, device):
+    """Yield (normalised float images, int64 labels) in a fresh random order each call."""
+    order = torch.randperm(len(split.images))
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        images, labels = split.images[index].to(device), split.labels[index].to(device)
+        if augmented:
+            images, labels = augment(images, labels)
+        yield normalize(images), labels.long()

