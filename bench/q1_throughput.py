@@ -1,0 +1,101 @@
+"""Q1 training throughput (images/s): the project's loop against the course starter's, same model.
+
+Starter: torchvision FashionMNIST + ToTensor() + DataLoader(batch_size=64, shuffle=True, num_workers=2),
+SGD lr 0.005 momentum 0.9, the model in PyTorch's default memory layout.
+Project: the whole set as one uint8 tensor, batches indexed, augmented and normalised as tensors,
+channels-last, the model's own recipe (batch size, augmentation, optimizer), via the code train.py runs.
+Both sides alternate in one process; the figure is the median of the per-round ratios.
+
+    python bench/q1_throughput.py [--images 12800] [--rounds 3]
+"""
+import argparse
+import gzip
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from timing import alternate, median_ratio
+
+from common.training import lr_schedule, train_one_epoch
+from q1_fashion import train as q1_train
+from q1_fashion.data import batches, load_fashion_mnist, locate_fashion_mnist
+from q1_fashion.models import build_model
+
+
+def starter_dataset(root):
+    """torchvision's FashionMNIST reads uncompressed files from root/FashionMNIST/raw."""
+    import torchvision
+    raw = Path(root) / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    paths = locate_fashion_mnist("data", download=False)
+    for path in paths.values():
+        target = raw / Path(path).name.removesuffix(".gz")
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rb") as source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):  # torchvision checks all four exist
+        shutil.copy(raw / "train-images-idx3-ubyte" if "images" in name else raw / "train-labels-idx1-ubyte",
+                    raw / name)
+    return torchvision.datasets.FashionMNIST(root, train=True, download=False,
+                                             transform=torchvision.transforms.ToTensor())
+
+
+def starter_rate(model_name, dataset, images):
+    model = build_model(dict(q1_train.RECIPES[model_name], model=model_name))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    began, seen = time.perf_counter(), 0
+    for inputs, labels in loader:
+        optimizer.zero_grad()
+        loss_fn(model(inputs), labels).backward()
+        optimizer.step()
+        seen += len(inputs)
+        if seen >= images:
+            break
+    return seen / (time.perf_counter() - began)
+
+
+def project_rate(model_name, train_images, train_labels):
+    config = dict(q1_train.RECIPES[model_name], model=model_name)
+    model = build_model(config).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                                nesterov=config["nesterov"], weight_decay=config["weight_decay"])
+    steps = -(-len(train_images) // config["batch_size"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config["schedule"], steps))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    began = time.perf_counter()
+    train_one_epoch(model, batches(train_images, train_labels, config["batch_size"], augmented=config["augment"]),
+                    optimizer, scheduler, loss_fn, num_batches=steps, desc="project")
+    return len(train_images) / (time.perf_counter() - began)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=12800, help="training images per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    images, labels = load_fashion_mnist("data", download=False)
+    train_images, train_labels = images[:args.images], labels[:args.images]
+    ratios = {}
+    with tempfile.TemporaryDirectory() as root:
+        dataset = starter_dataset(root)
+        for model_name in ("basenet", "improved"):
+            print(f"{model_name}: project vs starter, images/s over {args.images} training images")
+            project, starter = alternate(lambda: project_rate(model_name, train_images, train_labels),
+                                         lambda: starter_rate(model_name, dataset, args.images), args.rounds)
+            ratios[model_name] = median_ratio(project, starter)
+            print(f"  median: project {sorted(project)[len(project) // 2]:.0f} img/s, "
+                  f"starter {sorted(starter)[len(starter) // 2]:.0f} img/s")
+    print(f"basenet_ratio: {ratios['basenet']:.2f}")
+    print(f"improved_ratio: {ratios['improved']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

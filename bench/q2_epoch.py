@@ -1,0 +1,127 @@
+"""Q2: one training epoch plus one validation pass, the project's pipeline against the course starter's.
+
+Starter: a Dataset that opens each jpg/png with PIL and applies ToTensor + Normalize per item,
+DataLoader(batch_size=32, shuffle=True) for training and batch 1 for validation, default memory layout.
+Project: images and masks decoded once into uint8 tensors (the one-time decode is reported apart),
+batched flip augmentation and normalisation, channels-last, batch 16 (the recipe), validation under
+inference_mode in batches of 32 with the uint8 quantisation train.py applies.
+Same model on both sides (default: --backbone efficientnet_lite0 --model baseline), same optimizer.
+Also times the AP/IoU computation on the full val set (5 M pixels).
+
+    python bench/q2_epoch.py [--train-images 700] [--rounds 2]
+"""
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms
+
+from timing import alternate, median_ratio
+
+from common.metrics import quantize_probabilities, segmentation_scores
+from common.training import lr_schedule, train_one_epoch
+from q2_segmentation import train as q2_train
+from q2_segmentation.data import batches, list_items, load_split
+from q2_segmentation.models import build_model
+
+
+class StarterDataset(torch.utils.data.Dataset):
+    def __init__(self, folder, names, mean, std):
+        self.folder, self.names = Path(folder), names
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, index):
+        name = self.names[index]
+        image = self.transform(Image.open(self.folder / f"{name}.jpg").convert("RGB"))
+        label = torch.from_numpy(np.array(Image.open(self.folder / f"{name}.png"), dtype=np.int64))
+        return image, label
+
+
+def make_model(config):
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return model, optimizer
+
+
+def starter_epoch(config, data_dir, names, val_names):
+    model, optimizer = make_model(config)
+    mean, std = model.trunk.mean, model.trunk.std
+    train_loader = torch.utils.data.DataLoader(StarterDataset(Path(data_dir) / "train", names, mean, std),
+                                               batch_size=32, shuffle=True)
+    val_loader = torch.utils.data.DataLoader(StarterDataset(Path(data_dir) / "val", val_names, mean, std),
+                                             batch_size=1)
+    loss_fn = nn.CrossEntropyLoss()
+    began = time.perf_counter()
+    model.train()
+    for images, labels in train_loader:
+        optimizer.zero_grad()
+        loss_fn(model(images), labels).backward()
+        optimizer.step()
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+        for images, _ in val_loader:
+            outputs.append(model(images).softmax(dim=1).numpy())
+    quantize_probabilities(np.concatenate(outputs))
+    return 1.0 / (time.perf_counter() - began)  # epochs per second, so larger is faster on both sides
+
+
+def project_epoch(config, train, val):
+    model, optimizer = make_model(config)
+    model = model.to(memory_format=torch.channels_last)
+    batch_size = q2_train.RECIPE["batch_size"]
+    steps = -(-len(train.names) // batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule("constant", steps))
+    began = time.perf_counter()
+    train_one_epoch(model, batches(train, batch_size, model.normalize, True, torch.device("cpu")), optimizer,
+                    scheduler, nn.CrossEntropyLoss(), num_batches=steps, desc="project")
+    q2_train.evaluate(model, val, torch.device("cpu"))  # includes computing AP/IoU, as train.py does
+    return 1.0 / (time.perf_counter() - began)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--model", default="baseline")
+    parser.add_argument("--train-images", type=int, default=700)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args()
+    config = dict(backbone=args.backbone, model=args.model, pretrained=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.backbone} {args.model}, "
+          f"{args.train_images} training images + 100 val images per epoch")
+
+    began = time.perf_counter()
+    train = load_split(args.data_dir, "train", args.train_images)
+    val = load_split(args.data_dir, "val")
+    print(f"project one-time decode of train + val: {time.perf_counter() - began:.1f} s")
+
+    names = list_items(Path(args.data_dir) / "train", labelled=True)[:args.train_images]
+    val_names = list_items(Path(args.data_dir) / "val", labelled=True)
+    project, starter = alternate(lambda: project_epoch(config, train, val),
+                                 lambda: starter_epoch(config, args.data_dir, names, val_names), args.rounds)
+    print(f"  median epoch seconds: project {1 / sorted(project)[len(project) // 2]:.1f}, "
+          f"starter {1 / sorted(starter)[len(starter) // 2]:.1f}")
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(100, 6, 224, 224)).astype(np.float32)
+    scores = quantize_probabilities(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    timings = []
+    for _ in range(3):
+        began = time.perf_counter()
+        segmentation_scores(scores, val.labels.numpy(), 6)
+        timings.append(time.perf_counter() - began)
+    print(f"epoch_ratio: {median_ratio(project, starter):.2f}")
+    print(f"metrics_seconds: {sorted(timings)[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Helpers for the benchmarks: side-by-side alternation and timed runs of the project's scripts."""
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def alternate(first, second, rounds):
+    """Call first() and second() alternately `rounds` times; each returns a rate. Returns both lists."""
+    a, b = [], []
+    for round_number in range(1, rounds + 1):
+        a.append(first())
+        b.append(second())
+        print(f"  round {round_number}: {a[-1]:.4g} vs {b[-1]:.4g}  (ratio {a[-1] / b[-1]:.2f})", flush=True)
+    return a, b
+
+
+def median_ratio(a, b):
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def run_script(argv, epoch_pattern, key):
+    """Run a train.py as a child process, echoing its output; timestamp each epoch line.
+
+    Returns (total wall seconds, [(seconds since start, epoch, metric value), ...]).
+    """
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    epochs = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        match = re.match(epoch_pattern, line)
+        if match and key in line:
+            value = float(re.search(rf"{key} ([0-9.]+)", line).group(1))
+            epochs.append((time.perf_counter() - started, int(match.group(1)), value))
+    if process.wait() != 0:
+        raise SystemExit(f"{' '.join(argv)} failed with exit code {process.returncode}")
+    return time.perf_counter() - started, epochs

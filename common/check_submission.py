@@ -1,0 +1,135 @@
+"""Check a prediction file before uploading it, and optionally score it exactly as the course grader does.
+
+    python -m common.check_submission results/q1_fashion/improved/Q1_label_predictions.npy
+    python -m common.check_submission results/q2_segmentation/resnet18_improved/Q2_sseg_predictions.npy
+    python -m common.check_submission .../Q1_val_label_predictions.npy --data-dir data --split val
+    python -m common.check_submission .../Q2_sseg_val_predictions.npy --data-dir data --split val
+    python -m common.check_submission FILE --labels labels.npy          # Q1, any labelled set
+
+The question is recognised by the file name (Q1_... / Q2_...) or else by the array's shape. Test files
+must have the autograder's shape; files with "val" in the name are validation predictions. Exit code 0
+only for a valid file; each problem is printed on one line.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.metrics import (accuracy, format_classification, format_segmentation, per_class_accuracy,
+                            segmentation_scores)
+from common.runtime import UserError, run_cli
+from q1_fashion.data import CLASSES as Q1_CLASSES, load_fashion_mnist, split_indices
+from q2_segmentation.data import CLASSES as Q2_CLASSES, load_split
+
+EXPECTED_ITEMS = {("q1", "test"): 2000, ("q1", "val"): 5000, ("q2", "test"): 100, ("q2", "val"): 100}
+
+
+def identify(path, array):
+    name = Path(path).name.lower()
+    if name.startswith("q1"):
+        return "q1"
+    if name.startswith("q2"):
+        return "q2"
+    if array.ndim == 2 and array.shape[1] == 10:
+        return "q1"
+    if array.ndim == 4 and array.shape[1] == 6:
+        return "q2"
+    raise UserError(f"{path}: cannot tell Q1 from Q2: name it Q1_... or Q2_..., or give it shape "
+                    f"(N, 10) or (N, 6, 224, 224); got shape {array.shape}")
+
+
+def q1_problems(array, items):
+    if array.shape != (items, 10):
+        return [f"shape is {array.shape}, expected ({items}, 10): one row of 10 class probabilities per image"]
+    if not np.issubdtype(array.dtype, np.floating):
+        return [f"dtype is {array.dtype}, expected float (float32 softmax probabilities)"]
+    if not np.all(np.isfinite(array)):
+        bad = int(np.argwhere(~np.isfinite(array))[0][0])
+        return [f"row {bad} holds NaN or inf; every value must be a finite probability"]
+    problems = []
+    if array.min() < 0:
+        problems.append(f"row {int(np.argwhere(array < 0)[0][0])} has a negative value; expected probabilities >= 0")
+    sums = array.astype(np.float64).sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
+    if off.size:
+        problems.append(f"{off.size} rows do not sum to 1 within 1e-3 (row {off[0]} sums to {sums[off[0]]:.4f}); "
+                        "expected softmax probabilities, not logits")
+    return problems
+
+
+def q2_problems(array, items):
+    if array.shape != (items, 6, 224, 224):
+        return [f"shape is {array.shape}, expected ({items}, 6, 224, 224): 6 class scores per pixel per image"]
+    if array.dtype != np.uint8:
+        return [f"dtype is {array.dtype}, expected uint8 = floor(probability x 255)"]
+    sums = array.sum(axis=1, dtype=np.int32)
+    low, high = int(sums.min()), int(sums.max())
+    if low < 249 or high > 255:
+        where = np.argwhere((sums < 249) | (sums > 255))[0]
+        return [f"the 6 scores of pixel (image {where[0]}, row {where[1]}, column {where[2]}) sum to "
+                f"{sums[tuple(where)]}; floored softmax x 255 sums to between 249 and 255"]
+    return []
+
+
+def load_q1_labels(args, items):
+    if args.labels:
+        try:
+            labels = np.load(args.labels, allow_pickle=False)
+        except Exception as error:
+            raise UserError(f"--labels {args.labels}: not a readable .npy file ({error})") from None
+    else:
+        images, all_labels = load_fashion_mnist(args.data_dir, download=False)
+        labels = all_labels[split_indices(len(images))[1]].numpy()
+    labels = np.asarray(labels).ravel()
+    if labels.size != items:
+        raise UserError(f"{args.labels or 'the val split'} has {labels.size} labels for {items} predictions")
+    return labels.astype(np.int64)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m common.check_submission", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file", type=Path, help="the .npy prediction file")
+    parser.add_argument("--labels", type=Path, help="Q1: a .npy of true labels, one per row, to score against")
+    parser.add_argument("--data-dir", type=Path, help="score against this course data folder's --split")
+    parser.add_argument("--split", choices=("test", "val"),
+                        help="which split the file predicts (default: val if 'val' is in the name, else test)")
+    args = parser.parse_args(argv)
+    split = args.split or ("val" if "val" in args.file.name.lower() else "test")
+    if not args.file.is_file():
+        raise UserError(f"{args.file}: file not found")
+    try:
+        array = np.load(args.file, allow_pickle=False)
+    except Exception as error:
+        raise UserError(f"{args.file}: not a readable .npy file ({type(error).__name__}: {error})") from None
+    question = identify(args.file, array)
+    scoring = args.labels is not None or args.data_dir is not None
+    items = EXPECTED_ITEMS[question, split]
+    if scoring and question == "q1":
+        labels = load_q1_labels(args, len(array))
+        items = len(labels)
+    problems = (q1_problems if question == "q1" else q2_problems)(array, items)
+    for problem in problems:
+        print(f"INVALID {args.file}: {problem}")
+    if problems:
+        return 1
+    kind = f"{question.upper()} {split} prediction file, shape {array.shape}, {array.dtype}"
+    print(f"OK {args.file}: a valid {kind}")
+    if scoring and question == "q1":
+        predicted = array.argmax(axis=1)
+        print(format_classification(accuracy(predicted, labels), per_class_accuracy(predicted, labels, 10),
+                                    Q1_CLASSES, split))
+    elif scoring:
+        if args.labels is not None:
+            raise UserError("--labels is for Q1; score a Q2 file with --data-dir DATA --split val")
+        labels = load_split(args.data_dir, split).labels
+        if labels is None:
+            raise UserError(f"the {split} split has no labels to score against")
+        ap, iou = segmentation_scores(array, labels.numpy(), len(Q2_CLASSES))
+        print(format_segmentation(ap, iou, Q2_CLASSES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from common import check_submission
+from common.metrics import format_classification, quantize_probabilities
+from q1_fashion.data import CLASSES
+
+
+def softmax_rows(rows, classes=10, seed=0):
+    logits = np.random.default_rng(seed).normal(size=(rows, classes))
+    return (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def check(tmp_path, name, array, *extra):
+    path = tmp_path / name
+    np.save(path, array)
+    return check_submission.main([str(path), *extra])
+
+
+def test_valid_q1_file_passes(tmp_path, capsys):
+    assert check(tmp_path, "Q1_label_predictions.npy", softmax_rows(2000)) == 0
+    assert capsys.readouterr().out.startswith("OK ")
+
+
+@pytest.mark.parametrize("array, message", [
+    (softmax_rows(1999), "shape is (1999, 10), expected (2000, 10)"),
+    (np.argmax(softmax_rows(2000), axis=1), "shape is (2000,), expected (2000, 10)"),
+    (np.full((2000, 10), 0.1, dtype=np.int64), "dtype is int64, expected float"),
+    (np.where(np.arange(10) == 3, np.nan, 0.1)[None].repeat(2000, 0), "row 0 holds NaN or inf"),
+    (np.random.default_rng(0).random((2000, 10)), "rows do not sum to 1"),
+    (softmax_rows(2000) - 0.5, "has a negative value"),
+])
+def test_invalid_q1_files_get_one_line_each(tmp_path, capsys, array, message):
+    assert check(tmp_path, "Q1_label_predictions.npy", array) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all(line.startswith("INVALID") for line in lines)
+    assert message in lines[0]
+
+
+def test_q2_file_checks(tmp_path, capsys):
+    probabilities = softmax_rows(100 * 224 * 224, classes=6).reshape(100, 224, 224, 6).transpose(0, 3, 1, 2)
+    good = quantize_probabilities(probabilities)
+    assert check(tmp_path, "Q2_sseg_predictions.npy", good) == 0
+    assert check(tmp_path, "Q2_sseg_predictions.npy", good.astype(np.float32)) == 1
+    assert "dtype is float32, expected uint8" in capsys.readouterr().out
+    broken = good.copy()
+    broken[3, :, 5, 7] = 0
+    assert check(tmp_path, "Q2_sseg_predictions.npy", broken) == 1
+    assert "pixel (image 3, row 5, column 7) sum to 0" in capsys.readouterr().out
+    assert check(tmp_path, "Q2_sseg_predictions.npy", good[:99]) == 1
+
+
+def test_unrecognisable_or_unreadable_files_are_errors(tmp_path, capsys):
+    with pytest.raises(check_submission.UserError, match="cannot tell Q1 from Q2"):
+        check(tmp_path, "predictions.npy", np.zeros((5, 5)))
+    (tmp_path / "Q1_label_predictions.npy").write_text("not numpy")
+    with pytest.raises(check_submission.UserError, match="not a readable .npy file"):
+        check_submission.main([str(tmp_path / "Q1_label_predictions.npy")])
+
+
+def test_scoring_with_labels_prints_course_format(tmp_path, capsys):
+    probabilities = softmax_rows(2000, seed=3)
+    labels = np.random.default_rng(4).integers(0, 10, 2000)
+    np.save(tmp_path / "labels.npy", labels)
+    assert check(tmp_path, "Q1_label_predictions.npy", probabilities, "--labels", str(tmp_path / "labels.npy")) == 0
+    predicted = probabilities.argmax(axis=1)
+    expected_accuracy = 100 * np.mean(predicted == labels)
+    out = capsys.readouterr().out
+    assert f"Accuracy of the final network on the test images: {expected_accuracy:.2f} %" in out
+    per_class = [100 * np.mean(predicted[labels == c] == c) for c in range(10)]
+    assert format_classification(expected_accuracy, per_class, CLASSES, "test") in out
