@@ -1,0 +1,222 @@
+"""Regenerate the assignment report from the runs on disk: `python -m common.report`.
+
+Reads results/ (metrics.json, model.txt, summary.txt, curves.png, vis_val.png, ablation.md and the
+prediction files that train.py and ablate.py wrote) and writes results/REPORT.md, whose figures are the
+PNGs beside it. Nothing is retrained; a missing run gets a line naming the command that produces it.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from common.runtime import atomic_path, run_cli
+
+Q1_MODELS = ("basenet", "report_best", "improved")
+Q2_HEADS = ("baseline", "report_best", "improved")
+LAYER_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Dropout, nn.Linear)
+
+
+def read_run(folder):
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def layer_table(model, input_size, modules=None):
+    """Markdown rows: layer no, type, kernel, input dim, output dim, input channels, output channels."""
+    rows = []
+
+    def hook(module, inputs, output):
+        shape_in, shape_out = tuple(inputs[0].shape[1:]), tuple(output.shape[1:])
+        kernel = getattr(module, "kernel_size", "")
+        kernel = f"{kernel[0]}x{kernel[1]}" if isinstance(kernel, tuple) else (f"{kernel}x{kernel}" if kernel else "")
+        dilation = getattr(module, "dilation", (1,))
+        if isinstance(module, nn.Conv2d) and dilation[0] > 1:
+            kernel += f" (dilation {dilation[0]})"
+        dims = lambda shape: "x".join(map(str, shape[1:])) if len(shape) == 3 else "-"  # noqa: E731
+        rows.append((type(module).__name__, kernel, dims(shape_in), dims(shape_out), shape_in[0], shape_out[0]))
+
+    targets = modules if modules is not None else [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
+    handles = [m.register_forward_hook(hook) for m in targets]
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        model.eval()(torch.zeros(1, *input_size))
+    for handle in handles:
+        handle.remove()
+    lines = ["| layer no | type | kernel | input dim | output dim | input channels | output channels |",
+             "|---:|---|---|---|---|---:|---:|"]
+    lines += [f"| {i} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(rows, start=1)]
+    return "\n".join(lines)
+
+
+def verdict(path, *extra):
+    """The submission checker's output for `path`, as text."""
+    from common import check_submission
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            code = check_submission.main([str(path), *extra])
+    except Exception as error:  # the report states the problem instead of stopping
+        return f"INVALID {path}: {error}"
+    return buffer.getvalue().strip() + ("" if code == 0 else f"\n(exit code {code})")
+
+
+def fenced(text):
+    return f"```\n{text.rstrip()}\n```"
+
+
+def image(results, path, caption):
+    return f"![{caption}]({os.path.relpath(path, results)})" if path.is_file() else f"_{caption}: missing ({path.name})_"
+
+
+def per_class_table(values, heading):
+    lines = [f"| class | {heading} |", "|---|---:|"]
+    return "\n".join(lines + [f"| {name} | {value:.2f} |" for name, value in values.items()])
+
+
+def q1_section(results):
+    from q1_fashion.models import build_model
+    root = results / "q1_fashion"
+    runs = {name: read_run(root / name) for name in Q1_MODELS}
+    out = ["## Q1: Fashion-MNIST classification", ""]
+    base = runs["basenet"]
+    out += ["### BaseNet", ""]
+    if base is None:
+        out += ["BaseNet run not found: run `python q1_fashion/train.py --model basenet`.", ""]
+    else:
+        model_txt = root / "basenet" / "model.txt"
+        if model_txt.is_file():
+            out += [fenced(model_txt.read_text()), ""]
+        out += [f"Val accuracy: **{base['val_accuracy']:.2f} %** ({base['epochs']} epochs, {base['params']:,} "
+                "parameters)", "", per_class_table(base["val_per_class"], "val accuracy (%)"), ""]
+    done = {name: run for name, run in runs.items() if run is not None}
+    if not done:
+        return out + ["No Q1 run found: run `python q1_fashion/train.py`.", ""]
+    best_name = max(done, key=lambda name: done[name]["val_accuracy"])
+    best = done[best_name]
+    folder = root / best_name
+    out += [f"### Best model: `{best_name}`", ""]
+    for name in Q1_MODELS:
+        if runs[name] is None:
+            out.append(f"- `{name}`: not found: run `python q1_fashion/train.py --model {name}`.")
+        else:
+            out.append(f"- `{name}`: val accuracy {runs[name]['val_accuracy']:.2f} %, {runs[name]['params']:,} "
+                       "parameters")
+    out += ["", "Layers (the reference report's format):", "",
+            layer_table(build_model(best["config"]), (1, 28, 28)), "",
+            f"Parameters: **{best['params']:,}**", ""]
+    summary = folder / "summary.txt"
+    if summary.is_file():
+        out += ["torchsummary:", "", fenced(summary.read_text()), ""]
+    cfg = best["config"]
+    out += [f"Training: SGD (momentum {cfg.get('momentum')}, nesterov {cfg.get('nesterov')}), lr {cfg.get('lr')}, "
+            f"schedule {cfg.get('schedule')}, batch {cfg.get('batch_size')}, {cfg.get('epochs')} epochs, weight decay "
+            f"{cfg.get('weight_decay')}, label smoothing {cfg.get('label_smoothing')}, augmentation "
+            f"{cfg.get('augment')}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.", "",
+            f"Val accuracy: **{best['val_accuracy']:.2f} %**", "",
+            per_class_table(best["val_per_class"], "val accuracy (%)"), "",
+            image(results, folder / "curves.png", "training curves"), ""]
+    out += q_ablation(results, root, "python q1_fashion/ablate.py")
+    prediction = folder / "Q1_label_predictions.npy"
+    out += ["### Secret test predictions", ""]
+    out += ([f"`{prediction}`", "", fenced(verdict(prediction)), ""] if prediction.is_file() else
+            [f"`{prediction}` not found: run `python q1_fashion/train.py --model {best_name}`.", ""])
+    return out
+
+
+def q_ablation(results, root, command):
+    ablation = root / "ablation.md"
+    out = ["### Ablation (each row adds one component to the row above)", ""]
+    if not ablation.is_file():
+        return out + [f"Not found: run `{command}`.", ""]
+    return out + [ablation.read_text().rstrip(), "", image(results, root / "ablation.png", "ablation"), ""]
+
+
+def q2_section(results):
+    from q2_segmentation.models import build_model
+    root = results / "q2_segmentation"
+    out = ["## Q2: semantic segmentation", ""]
+    runs = {}
+    for folder in sorted(root.glob("*_*")) if root.is_dir() else []:
+        run = read_run(folder)
+        if run is not None and folder.name != "ablation":
+            runs[folder.name] = (folder, run)
+    for head in Q2_HEADS:
+        if not any(run["model"] == head for _, run in runs.values()):
+            out.append(f"- no `{head}` run found: run `python q2_segmentation/train.py --backbone efficientnet_lite0 "
+                       f"--model {head}` (or `--backbone resnet18`).")
+    if not runs:
+        return out + ["", "No Q2 run found: run `python q2_segmentation/train.py`.", ""]
+    out += ["", "| run | backbone | head | params | epochs | val mAP | val mIoU |", "|---|---|---|---:|---:|---:|---:|"]
+    for name, (_, run) in runs.items():
+        out.append(f"| {name} | {run['backbone']} | {run['model']} | {run['params']:,} | {run['epochs']} | "
+                   f"{run['val_mAP']:.4f} | {run['val_mIoU']:.4f} |")
+    out.append("")
+    for name, (folder, run) in runs.items():
+        config = run["config"]
+        model_config = dict(config, pretrained=False, weights=None)  # introspection only: no weights needed
+        model = build_model(model_config)
+        head_layers = [m for m in model.head.modules() if isinstance(m, LAYER_TYPES)]
+        out += [f"### `{name}`: {run['backbone']} trunk, `{run['model']}` head", "",
+                upsampling_note(run["model"], config), "",
+                f"Parameters: **{run['params']:,}** (trunk {sum(p.numel() for p in model.trunk.parameters()):,}, "
+                f"head {sum(p.numel() for p in model.head.parameters()):,}). Head layers on a 224x224 input:", "",
+                layer_table(model, (3, 224, 224), head_layers), "",
+                f"Training (from the checkpoint's config): AdamW, lr {config.get('lr')} (trunk x"
+                f"{config.get('trunk_lr_scale')}), weight decay {config.get('weight_decay')}, schedule "
+                f"{config.get('schedule')}, batch {config.get('batch_size')}, {config.get('epochs')} epochs, "
+                f"augmentation (horizontal flip) {config.get('augment')}, pretrained "
+                f"{config.get('weights') or config.get('pretrained')}; best epoch {run.get('best_epoch')}; "
+                f"{run['train_seconds']} s of training.", "",
+                "Val (course format):", "",
+                fenced("\n".join([f"{c}: AP: {run['val_ap'][c]:.2f}, IoU: {run['val_iou'][c]:.2f}" for c in run["val_ap"]]
+                                 + [f"mean: AP: {run['val_mAP']:.2f}, IoU: {run['val_mIoU']:.2f}"])), "",
+                image(results, folder / "curves.png", f"{name} training curves"), "",
+                image(results, folder / "vis_val.png", f"{name} val examples"), ""]
+        prediction = folder / "Q2_sseg_predictions.npy"
+        out += ([f"Test predictions: `{prediction}`", "", fenced(verdict(prediction)), ""] if prediction.is_file()
+                else [f"Test predictions `{prediction}` not found: rerun with `--eval-only`.", ""])
+    out += q_ablation(results, root, "python q2_segmentation/ablate.py --backbone efficientnet_lite0")
+    return out
+
+
+def upsampling_note(head, config):
+    if head == "baseline" or (head == "ladder" and not config.get("dilated")):
+        return "Upsampling: a 1x1 conv maps the stride-32 features to 6 classes; one bilinear x32 upsampling to 224."
+    if head in ("report_best", "ladder"):
+        steps = "x2, then x4, then a final x4" if head == "report_best" or config.get("stepwise") else "one final x32"
+        return f"Upsampling: three 3x3 dilation-2 conv blocks on the stride-32 features, bilinear {steps}."
+    return ("Upsampling: dilated 3x3 convs (dilation 1, 2, 4) at stride 32, then three bilinear x2 steps, each "
+            "adding a 1x1 projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv; "
+            "a final bilinear x4 to 224.")
+
+
+def build_report(results):
+    results = Path(results)
+    lines = ["# CS543 Deep ConvNets: report", "",
+             "Generated by `python -m common.report` from the runs in `results/`; every number below is read "
+             "from the files the training scripts wrote.", ""]
+    lines += q1_section(results) + q2_section(results)
+    text = "\n".join(lines) + "\n"
+    results.mkdir(parents=True, exist_ok=True)
+    with atomic_path(results / "REPORT.md") as tmp:
+        tmp.write_text(text)
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m common.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    build_report(args.results_dir)
+    print(f"wrote {args.results_dir / 'REPORT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
