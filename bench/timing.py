@@ -1,4 +1,5 @@
 """Helpers for the benchmarks: side-by-side alternation and timed runs of the project's scripts."""
+import os
 import re
 import statistics
 import subprocess
@@ -30,8 +31,10 @@ def run_script(argv, epoch_pattern, key):
     Returns (total wall seconds, [(seconds since start, epoch, metric value), ...]).
     """
     started = time.perf_counter()
+    # unbuffered, so each epoch line arrives (and is timestamped) when the child prints it
     process = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+                               stderr=subprocess.STDOUT, text=True, bufsize=1,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     epochs = []
     for line in process.stdout:
         print(line, end="", flush=True)

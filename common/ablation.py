@@ -2,8 +2,26 @@
 import json
 from pathlib import Path
 
+from common.cli import positive_int
 from common.plotting import plot_bars
 from common.runtime import atomic_path
+
+
+def add_ablation_arguments(parser, question, default_epochs):
+    """Flags both ablate.py scripts take."""
+    parser.add_argument("--epochs", type=positive_int, help=f"epochs per step (default: {default_epochs})")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--limit", type=positive_int, help="first N training and val images only (quick checks)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results") / question)
+    parser.add_argument("--checkpoints-dir", type=Path, default=Path("checkpoints") / question)
+
+
+def passed_through(args):
+    """The train.py arguments every step of the ladder gets from the ablation's own flags."""
+    extra = ["--data-dir", str(args.data_dir), "--device", args.device]
+    extra += ["--epochs", str(args.epochs)] if args.epochs else []
+    return extra + (["--limit", str(args.limit)] if args.limit else [])
 
 
 def run_ladder(steps, train_main, common_args, results_root, checkpoints_root, columns, extra_args=()):

@@ -109,3 +109,12 @@ def describe_model(model, input_size, out_dir=None):
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
+
+
+def start_run(args, seed):
+    """What every training run does first: pick the device, prove both output folders writable, seed."""
+    device = pick_device(args.device)
+    out_dir = prepare_dir(args.out_dir, "--out-dir")
+    checkpoint_dir = prepare_dir(args.checkpoint_dir, "--checkpoint-dir")
+    seed_everything(seed)
+    return device, out_dir, checkpoint_dir

@@ -106,3 +106,26 @@ def predict_softmax(model, images, prepare, batch_size):
     outputs = [model(prepare(images[start:start + batch_size])).float().softmax(dim=1).cpu()
                for start in range(0, len(images), batch_size)]
     return torch.cat(outputs).numpy()
+
+
+def load_finished_run(checkpoint_dir, expect, hint):
+    """best.pt's state for predicting, and the whole run's history from last.pt (best.pt's ends at its epoch)."""
+    from common.checkpoint import load_checkpoint
+    best = load_checkpoint(checkpoint_dir / "best.pt", expect, hint)
+    last_path = checkpoint_dir / "last.pt"
+    history = load_checkpoint(last_path, expect, hint)["history"] if last_path.is_file() else best["history"]
+    return best, history
+
+
+def run_fields(best, history):
+    """The metrics.json fields every run reports about its training."""
+    return {
+        "epochs": history[-1]["epoch"],
+        "best_epoch": best["epoch"],
+        "train_seconds": round(sum(record["seconds"] for record in history), 1),
+    }
+
+
+def history_without_timing(history):
+    """Per-epoch metrics as saved in metrics.json: timings vary between runs, the rest must not."""
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]

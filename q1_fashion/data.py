@@ -112,18 +112,28 @@ def normalize(images):
     return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
 
 
-def augment(images, max_shift=2):
-    """Random translation by up to `max_shift` pixels (zero fill) and horizontal flip, batched."""
+def augment(images, max_shift=2, erase_probability=0.5, erase_sizes=(4, 13)):
+    """Batched augmentation of uint8 images (B, H, W), no per-item Python work:
+    a random translation by up to `max_shift` pixels (zero fill), a horizontal flip for half the batch,
+    and random erasing: a zero rectangle with sides in [erase_sizes) for `erase_probability` of the batch.
+    """
     batch, height, width = images.shape
+    device = images.device
     padded = torch.nn.functional.pad(images, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (batch, 1, 1), device=images.device)
-    dx = torch.randint(0, 2 * max_shift + 1, (batch, 1, 1), device=images.device)
-    rows = dy + torch.arange(height, device=images.device).view(1, height, 1)
-    columns = dx + torch.arange(width, device=images.device).view(1, 1, width)
-    flip = torch.rand(batch, 1, 1, device=images.device) < 0.5
-    columns = torch.where(flip, dx + width - 1 - torch.arange(width, device=images.device).view(1, 1, width),
-                          columns)
-    return padded[torch.arange(batch, device=images.device).view(batch, 1, 1), rows, columns]
+    dy = torch.randint(0, 2 * max_shift + 1, (batch, 1, 1), device=device)
+    dx = torch.randint(0, 2 * max_shift + 1, (batch, 1, 1), device=device)
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    columns = torch.arange(width, device=device).view(1, 1, width)
+    flip = torch.rand(batch, 1, 1, device=device) < 0.5
+    source_columns = dx + torch.where(flip, width - 1 - columns, columns)
+    out = padded[torch.arange(batch, device=device).view(batch, 1, 1), dy + rows, source_columns]
+    erase = torch.rand(batch, 1, 1, device=device) < erase_probability
+    size_y = torch.randint(*erase_sizes, (batch, 1, 1), device=device)
+    size_x = torch.randint(*erase_sizes, (batch, 1, 1), device=device)
+    top = (torch.rand(batch, 1, 1, device=device) * (height - size_y + 1)).long()
+    left = (torch.rand(batch, 1, 1, device=device) * (width - size_x + 1)).long()
+    hole = erase & (rows >= top) & (rows < top + size_y) & (columns >= left) & (columns < left + size_x)
+    return out.masked_fill(hole, 0)
 
 
 def batches(images, labels, batch_size, shuffle=True, augmented=False):

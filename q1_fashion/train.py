@@ -18,9 +18,9 @@ from common.checkpoint import load_checkpoint  # noqa: E402
 from common.cli import add_run_arguments, apply_recipe, positive_int, probability, resolve_run_paths  # noqa: E402
 from common.metrics import accuracy, format_classification, per_class_accuracy  # noqa: E402
 from common.plotting import plot_curves  # noqa: E402
-from common.runtime import (count_parameters, describe_model, pick_device, prepare_dir, run_cli,  # noqa: E402
-                            save_npy, seed_everything, write_json)
-from common.training import fit, lr_schedule, predict_softmax, train_one_epoch  # noqa: E402
+from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json  # noqa: E402
+from common.training import (fit, history_without_timing, load_finished_run, lr_schedule,  # noqa: E402
+                             predict_softmax, run_fields, train_one_epoch)
 from q1_fashion.data import (CLASSES, batches, load_fashion_mnist, load_secret_test, normalize,  # noqa: E402
                              split_indices)
 from q1_fashion.models import FAMILY_KEYS, MODELS, build_model  # noqa: E402
@@ -48,7 +48,7 @@ def parse_args(argv=None):
     run.add_argument("--label-smoothing", type=probability)
     ablation = parser.add_argument_group("ablation switches (augmentation: any model; the rest: --model improved)")
     ablation.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                          help="random 2-pixel shifts and horizontal flips while training")
+                          help="random 2-pixel shifts, horizontal flips and random erasing while training")
     ablation.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, help="BatchNorm after each layer")
     ablation.add_argument("--dropout", type=probability, help="dropout probability")
     ablation.add_argument("--depth", type=positive_int, help="convolutions per stage")
@@ -80,10 +80,7 @@ def prepare(chunk, device):
 def main(argv=None):
     args = parse_args(argv)
     config = make_config(args)
-    device = pick_device(args.device)
-    out_dir = prepare_dir(args.out_dir, "--out-dir")
-    checkpoint_dir = prepare_dir(args.checkpoint_dir, "--checkpoint-dir")
-    seed_everything(config["seed"])
+    device, out_dir, checkpoint_dir = start_run(args, config["seed"])
 
     images, labels = load_fashion_mnist(args.data_dir)
     secret_images = load_secret_test(args.data_dir)
@@ -123,9 +120,8 @@ def main(argv=None):
         fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
             evaluate=validate, score_key="val_accuracy", resume_state=resume_state)
 
-    best = load_checkpoint(checkpoint_dir / "best.pt", expect, hint)
+    best, history = load_finished_run(checkpoint_dir, expect, hint)
     model.load_state_dict(best["model"])
-    history = best["history"]
     val_probabilities, val_accuracy, val_per_class = evaluate(model, val_images, val_labels, device)
     print(f"best checkpoint: epoch {best['epoch']}")
     print(format_classification(val_accuracy, val_per_class, CLASSES))
@@ -136,12 +132,10 @@ def main(argv=None):
     write_json(out_dir / "metrics.json", {
         "model": config["model"],
         "params": count_parameters(model),
-        "epochs": best["config"]["epochs"],
-        "best_epoch": best["epoch"],
-        "train_seconds": round(sum(record["seconds"] for record in history), 1),
+        **run_fields(best, history),
         "val_accuracy": val_accuracy,
         "val_per_class": dict(zip(CLASSES, val_per_class.tolist())),
-        "history": [{k: v for k, v in r.items() if k != "seconds"} for r in history],
+        "history": history_without_timing(history),
         "config": best["config"],
     })
     plot_curves(history, [("train_loss", "train loss"), ("val_accuracy", "val accuracy (%)")],

@@ -10,8 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.ablation import run_ladder  # noqa: E402
-from common.cli import positive_int  # noqa: E402
+from common.ablation import add_ablation_arguments, passed_through, run_ladder  # noqa: E402
 from common.runtime import run_cli  # noqa: E402
 from q2_segmentation import train  # noqa: E402
 from q2_segmentation.models import BACKBONES  # noqa: E402
@@ -29,17 +28,10 @@ STEPS = [
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", choices=BACKBONES, default="resnet18")
-    parser.add_argument("--epochs", type=positive_int, help=f"epochs per step (default: {train.RECIPE['epochs']})")
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--limit", type=positive_int, help="first N training and val images only (quick checks)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results/q2_segmentation"))
-    parser.add_argument("--checkpoints-dir", type=Path, default=Path("checkpoints/q2_segmentation"))
+    add_ablation_arguments(parser, "q2_segmentation", train.RECIPE["epochs"])
     args = parser.parse_args(argv)
-    extra = (["--epochs", str(args.epochs)] if args.epochs else []) + (["--limit", str(args.limit)] if args.limit else [])
-    run_ladder(STEPS, train.main, ["--model", "ladder", "--backbone", args.backbone, "--data-dir", args.data_dir,
-                                   "--device", args.device],
-               args.results_dir, args.checkpoints_dir, [("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")], extra)
+    run_ladder(STEPS, train.main, ["--model", "ladder", "--backbone", args.backbone], args.results_dir,
+               args.checkpoints_dir, [("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")], passed_through(args))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from common.runtime import UserError
@@ -94,20 +95,41 @@ def load_split(data_dir, split, limit=None):
     return Split(names, images, labels)
 
 
-def augment(images, labels):
-    """Horizontal flip of each image together with its label map, for half the batch."""
-    flip = torch.rand(len(images), device=images.device) < 0.5
+def augment(images, labels, max_scale=1.0):
+    """Joint augmentation of a uint8 batch and its label maps, as batched tensor ops.
+
+    Horizontal flip for half the batch; with max_scale > 1, the batch is enlarged by a random factor in
+    [1, max_scale] (bilinear for images, nearest for labels) and each item cropped back at its own
+    random position.
+    """
+    batch, _, height, width = images.shape
+    device = images.device
+    flip = torch.rand(batch, device=device) < 0.5
     images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
+    if max_scale > 1.0:
+        scale = 1.0 + (max_scale - 1.0) * torch.rand(()).item()
+        size = (round(height * scale), round(width * scale))
+        images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+        images = images.round_().clamp_(0, 255).to(torch.uint8)
+        # "nearest-exact" samples pixel centres as bilinear (align_corners=False) does; "nearest" is shifted
+        labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(torch.uint8)
+        top = torch.randint(0, size[0] - height + 1, (batch, 1), device=device)
+        left = torch.randint(0, size[1] - width + 1, (batch, 1), device=device)
+        rows = (top + torch.arange(height, device=device)).view(batch, 1, height, 1)
+        columns = (left + torch.arange(width, device=device)).view(batch, 1, 1, width)
+        item = torch.arange(batch, device=device).view(batch, 1, 1, 1)
+        images = images[item, torch.arange(3, device=device).view(1, 3, 1, 1), rows, columns]
+        labels = labels[item[:, 0], rows[:, 0], columns[:, 0]]
     return images, labels
 
 
-def batches(split, batch_size, normalize, augmented, device):
+def batches(split, batch_size, normalize, augmented, device, max_scale=1.0):
     """Yield (normalised float images, int64 labels) in a fresh random order each call."""
     order = torch.randperm(len(split.images))
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         images, labels = split.images[index].to(device), split.labels[index].to(device)
         if augmented:
-            images, labels = augment(images, labels)
+            images, labels = augment(images, labels, max_scale)
         yield normalize(images), labels.long()

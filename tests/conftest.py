@@ -47,3 +47,16 @@ def read_metrics(out_dir):
     metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
     metrics.pop("train_seconds")
     return metrics
+
+
+def interrupt_at_epoch(monkeypatch, train_module, epoch):
+    """Make train_module's next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
+    real = train_module.train_one_epoch
+
+    def interrupted(*args, desc, **kwargs):
+        if desc == f"epoch {epoch}":
+            raise KeyboardInterrupt
+        return real(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
+    return lambda: monkeypatch.setattr(train_module, "train_one_epoch", real)

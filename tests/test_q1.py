@@ -9,7 +9,7 @@ from common.runtime import UserError, count_parameters
 from q1_fashion import data as q1_data
 from q1_fashion import train as q1_train
 from q1_fashion.models import BaseNet, FashionNet, ReportBest, build_model
-from tests.conftest import read_metrics
+from tests.conftest import interrupt_at_epoch, read_metrics
 
 
 def test_basenet_architecture_and_output():
@@ -41,13 +41,27 @@ def test_split_is_first_55000_then_last_5000():
 
 def test_augment_shifts_and_flips_without_changing_content():
     images = torch.randint(1, 255, (64, 28, 28), dtype=torch.uint8)
-    out = q1_data.augment(images)
+    out = q1_data.augment(images, erase_probability=0)
     assert out.shape == images.shape and out.dtype == torch.uint8
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for original, shifted in zip(padded, out):
         candidates = [view[dy:dy + 28, dx:dx + 28] for view in (original, original.flip(-1))
                       for dy in range(5) for dx in range(5)]
         assert any(torch.equal(shifted, candidate) for candidate in candidates)
+
+
+def test_random_erasing_zeroes_one_rectangle_in_about_half_the_images():
+    torch.manual_seed(0)
+    out = q1_data.augment(torch.full((400, 28, 28), 200, dtype=torch.uint8), max_shift=0)
+    erased = 0
+    for image in out:
+        rows, columns = torch.nonzero(image == 0, as_tuple=True)
+        if len(rows) == 0:
+            continue
+        erased += 1
+        height, width = rows.max() - rows.min() + 1, columns.max() - columns.min() + 1
+        assert 4 <= height <= 12 and 4 <= width <= 12 and len(rows) == height * width
+    assert 150 < erased < 250
 
 
 def write_idx(path, array):
@@ -148,18 +162,12 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, course_da
     straight, _ = run_q1(tmp_path, "straight", *common, course_data=course_data)
     again, _ = run_q1(tmp_path, "again", *common, course_data=course_data)
     assert read_metrics(straight) == read_metrics(again)  # same seed, same numbers
+    assert [r["epoch"] for r in read_metrics(straight)["history"]] == [1, 2, 3]  # the whole run, not to best
 
-    real_epoch = q1_train.train_one_epoch
-
-    def interrupted(*args, desc, **kwargs):
-        if desc == "epoch 2":
-            raise KeyboardInterrupt
-        return real_epoch(*args, desc=desc, **kwargs)
-
-    monkeypatch.setattr(q1_train, "train_one_epoch", interrupted)
+    undo = interrupt_at_epoch(monkeypatch, q1_train, 2)
     with pytest.raises(KeyboardInterrupt):
         run_q1(tmp_path, "resumed", *common, course_data=course_data)
-    monkeypatch.setattr(q1_train, "train_one_epoch", real_epoch)
+    undo()
     assert torch.load(tmp_path / "resumed" / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1
     resumed, _ = run_q1(tmp_path, "resumed", *common, "--resume", course_data=course_data)
     assert read_metrics(resumed) == read_metrics(straight)

@@ -11,7 +11,7 @@ from common.runtime import UserError, count_parameters, save_npy
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, augment, list_items, load_split, read_classes
 from q2_segmentation.models import BACKBONES, MODELS, build_model, build_trunk
-from tests.conftest import read_metrics, write_segmentation_item
+from tests.conftest import interrupt_at_epoch, read_metrics, write_segmentation_item
 
 
 def test_items_follow_the_course_string_order(course_data):
@@ -69,6 +69,22 @@ def test_joint_flip_keeps_image_and_mask_aligned():
     for _ in range(5):
         flipped_images, flipped_labels = augment(images, labels)
         assert torch.equal(flipped_images[:, 0], flipped_labels)
+
+
+def test_joint_scale_crop_keeps_image_and_mask_aligned():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 6, (4, 8, 8), dtype=torch.uint8).repeat_interleave(28, 1).repeat_interleave(28, 2)
+    images = (labels * 40).unsqueeze(1).repeat(1, 3, 1, 1)  # each label's region has its own grey level
+    for _ in range(3):
+        out_images, out_labels = augment(images, labels, max_scale=1.5)
+        assert out_images.shape == images.shape and out_labels.shape == labels.shape
+        assert out_images.dtype == torch.uint8 and out_labels.dtype == torch.uint8
+        # away from region borders (where bilinear blends), the grey level still names the label
+        as_float = out_labels[:, None].float()
+        pool = torch.nn.functional.max_pool2d
+        interior = (pool(as_float, 5, 1, 2) == -pool(-as_float, 5, 1, 2))[:, 0]
+        assert interior.float().mean() > 0.5
+        assert torch.equal(out_images[:, 0][interior], (out_labels * 40)[interior])
 
 
 def test_prediction_file_round_trip(tmp_path):
@@ -175,17 +191,10 @@ def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch):
     again, _ = run_q2(tmp_path, "again", *common, data_dir=tiny_course_data)
     assert read_metrics(straight) == read_metrics(again)
 
-    real_epoch = q2_train.train_one_epoch
-
-    def interrupted(*args, desc, **kwargs):
-        if desc == "epoch 2":
-            raise KeyboardInterrupt
-        return real_epoch(*args, desc=desc, **kwargs)
-
-    monkeypatch.setattr(q2_train, "train_one_epoch", interrupted)
+    undo = interrupt_at_epoch(monkeypatch, q2_train, 2)
     with pytest.raises(KeyboardInterrupt):
         run_q2(tmp_path, "resumed", *common, data_dir=tiny_course_data)
-    monkeypatch.setattr(q2_train, "train_one_epoch", real_epoch)
+    undo()
     resumed, _ = run_q2(tmp_path, "resumed", *common, "--resume", data_dir=tiny_course_data)
     assert read_metrics(resumed) == read_metrics(straight)
 
