@@ -195,6 +195,21 @@ class Segmenter(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class FlipAveraged(nn.Module):
+    """Test-time augmentation: the mean softmax of an image and of its mirror image, as log-probabilities.
+
+    Returned as logs so that softmax, which evaluation applies to any model's output, gives the mean.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        mirrored = self.model(x.flip(-1)).flip(-1)
+        return ((self.model(x).softmax(dim=1) + mirrored.softmax(dim=1)) / 2).log()
+
+
 def build_model(config):
     """The network a run's config names (backbone, model, ladder switches, pretrained weights)."""
     trunk = build_trunk(config["backbone"], config.get("pretrained", True), config.get("weights"))
