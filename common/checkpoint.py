@@ -1,4 +1,4 @@
-"""Checkpoints: one dict {model, optimizer, scheduler, epoch, best, history, config, rng}, written atomically."""
+"""Checkpoints: one dict {model, optimizer, scheduler, epoch, best, history, config, rng, ema}, written atomically."""
 import random
 from pathlib import Path
 
@@ -27,7 +27,7 @@ def restore_rng(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, config):
+def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, config, ema=None):
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -37,9 +37,17 @@ def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, 
         "history": history,
         "config": config,
         "rng": capture_rng(),
+        "ema": ema.state_dict() if ema is not None else None,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def prediction_weights(state):
+    """The weights to evaluate and predict with: the moving average when the run kept one."""
+    if state.get("ema") is None:
+        return state["model"]
+    return {key[len("module."):]: value for key, value in state["ema"].items() if key.startswith("module.")}
 
 
 def load_checkpoint(path, expect, hint):

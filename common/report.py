@@ -115,7 +115,7 @@ def q1_section(results):
     cfg = best["config"]
     out += [f"Training: SGD (momentum {cfg.get('momentum')}, nesterov {cfg.get('nesterov')}), lr {cfg.get('lr')}, "
             f"schedule {cfg.get('schedule')}, batch {cfg.get('batch_size')}, {cfg.get('epochs')} epochs, weight decay "
-            f"{cfg.get('weight_decay')}, label smoothing {cfg.get('label_smoothing')}, augmentation "
+            f"{cfg.get('weight_decay')}, label smoothing {cfg.get('label_smoothing')}, augmentation (shifts, flips) "
             f"{cfg.get('augment')}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.", "",
             f"Val accuracy: **{best['val_accuracy']:.2f} %**", "",
             per_class_table(best["val_per_class"], "val accuracy (%)"), "",
@@ -169,8 +169,10 @@ def q2_section(results):
                 f"Training (from the checkpoint's config): AdamW, lr {config.get('lr')} (trunk x"
                 f"{config.get('trunk_lr_scale')}), weight decay {config.get('weight_decay')}, schedule "
                 f"{config.get('schedule')}, batch {config.get('batch_size')}, {config.get('epochs')} epochs, "
-                f"augmentation (horizontal flip) {config.get('augment')}, pretrained "
-                f"{config.get('weights') or config.get('pretrained')}; best epoch {run.get('best_epoch')}; "
+                f"augmentation: horizontal flip {config.get('augment')}, random enlargement up to "
+                f"{config.get('max_scale', 1.0)}x; flip test-time augmentation {config.get('tta', False)}; "
+                f"ImageNet-pretrained trunk {config.get('weights') or config.get('pretrained')}; "
+                f"best epoch {run.get('best_epoch')}; "
                 f"{run['train_seconds']} s of training.", "",
                 "Val (course format):", "",
                 fenced("\n".join([f"{c}: AP: {run['val_ap'][c]:.2f}, IoU: {run['val_iou'][c]:.2f}" for c in run["val_ap"]]

@@ -9,7 +9,17 @@ from common.checkpoint import restore_rng, save_checkpoint
 from common.runtime import UserError
 
 
-def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc):
+def make_ema(model, decay):
+    """An exponential moving average of the weights and BatchNorm statistics, updated every step.
+
+    Validating and predicting with the average rather than the raw weights smooths out the noise of
+    a high learning rate, so good accuracy comes epochs earlier.
+    """
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc, ema=None):
     """One pass over `batches` (an iterable of (input, target)); returns the mean loss.
 
     A NaN or inf loss stops training before the optimizer step can spread it into the weights.
@@ -29,6 +39,8 @@ def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batche
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total += loss.item()
         count += 1
         if count % 20 == 0:
@@ -37,10 +49,11 @@ def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batche
 
 
 def fit(model, optimizer, scheduler, *, config, checkpoint_dir, run_epoch, evaluate, score_key,
-        resume_state=None, eval_every=1):
+        resume_state=None, eval_every=1, ema=None):
     """Train for config["epochs"] epochs in total, validating every `eval_every` epochs and at the end.
 
     run_epoch(epoch) -> mean training loss; evaluate() -> dict of validation metrics.
+    With `ema` (see make_ema), its state is checkpointed too.
     Each epoch ends with `last.pt` (and `best.pt` when `score_key` improved) written atomically,
     with the RNG states, so a resumed run continues exactly as an uninterrupted one would.
     Each history record holds the epoch's wall time under "seconds"; their sum is the training time.
@@ -51,6 +64,8 @@ def fit(model, optimizer, scheduler, *, config, checkpoint_dir, run_epoch, evalu
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(resume_state["ema"])
         history, best = resume_state["history"], resume_state["best"]
         start = resume_state["epoch"] + 1
         restore_rng(resume_state["rng"])
@@ -68,7 +83,7 @@ def fit(model, optimizer, scheduler, *, config, checkpoint_dir, run_epoch, evalu
         print("epoch {:3d}/{}  ".format(epoch, epochs) + "  ".join(
             f"{key} {value:.4f}" for key, value in record.items() if key != "epoch"))
         state = dict(model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-                     history=history, config=config)
+                     history=history, config=config, ema=ema)
         if score_key in record and record[score_key] > best:
             best = record[score_key]
             save_checkpoint(checkpoint_dir / "best.pt", best=best, **state)

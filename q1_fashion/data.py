@@ -112,10 +112,12 @@ def normalize(images):
     return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
 
 
-def augment(images, max_shift=2, erase_probability=0.5, erase_sizes=(4, 13)):
-    """Batched augmentation of uint8 images (B, H, W), no per-item Python work:
-    a random translation by up to `max_shift` pixels (zero fill), a horizontal flip for half the batch,
-    and random erasing: a zero rectangle with sides in [erase_sizes) for `erase_probability` of the batch.
+def augment(images, max_shift=2):
+    """Random translation by up to `max_shift` pixels (zero fill) and a horizontal flip for half the
+    batch, as batched indexing of uint8 images (B, H, W): no per-item Python work.
+
+    (Random erasing was tried as well: at the default 30-epoch budget it cost 0.3-0.4 points of val
+    accuracy and 25 % more time per epoch, so it is not here.)
     """
     batch, height, width = images.shape
     device = images.device
@@ -126,14 +128,7 @@ def augment(images, max_shift=2, erase_probability=0.5, erase_sizes=(4, 13)):
     columns = torch.arange(width, device=device).view(1, 1, width)
     flip = torch.rand(batch, 1, 1, device=device) < 0.5
     source_columns = dx + torch.where(flip, width - 1 - columns, columns)
-    out = padded[torch.arange(batch, device=device).view(batch, 1, 1), dy + rows, source_columns]
-    erase = torch.rand(batch, 1, 1, device=device) < erase_probability
-    size_y = torch.randint(*erase_sizes, (batch, 1, 1), device=device)
-    size_x = torch.randint(*erase_sizes, (batch, 1, 1), device=device)
-    top = (torch.rand(batch, 1, 1, device=device) * (height - size_y + 1)).long()
-    left = (torch.rand(batch, 1, 1, device=device) * (width - size_x + 1)).long()
-    hole = erase & (rows >= top) & (rows < top + size_y) & (columns >= left) & (columns < left + size_x)
-    return out.masked_fill(hole, 0)
+    return padded[torch.arange(batch, device=device).view(batch, 1, 1), dy + rows, source_columns]
 
 
 def batches(images, labels, batch_size, shuffle=True, augmented=False):

@@ -14,13 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `python q1_fa
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common.checkpoint import load_checkpoint  # noqa: E402
+from common.checkpoint import load_checkpoint, prediction_weights  # noqa: E402
 from common.cli import add_run_arguments, apply_recipe, positive_int, probability, resolve_run_paths  # noqa: E402
 from common.metrics import accuracy, format_classification, per_class_accuracy  # noqa: E402
 from common.plotting import plot_curves  # noqa: E402
 from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json  # noqa: E402
 from common.training import (fit, history_without_timing, load_finished_run, lr_schedule,  # noqa: E402
-                             predict_softmax, run_fields, train_one_epoch)
+                             make_ema, predict_softmax, run_fields, train_one_epoch)
 from q1_fashion.data import (CLASSES, batches, load_fashion_mnist, load_secret_test, normalize,  # noqa: E402
                              split_indices)
 from q1_fashion.models import FAMILY_KEYS, MODELS, build_model  # noqa: E402
@@ -31,11 +31,11 @@ VAL_PREDICTIONS = "Q1_val_label_predictions.npy"
 # Each model's best recipe; a flag given on the command line overrides its entry.
 RECIPES = {
     "basenet": dict(epochs=10, batch_size=64, lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0,
-                    label_smoothing=0.0, schedule="constant", augment=False),
+                    label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0),
     "report_best": dict(epochs=15, batch_size=128, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                        label_smoothing=0.0, schedule="onecycle", augment=False),
+                        label_smoothing=0.0, schedule="onecycle", augment=False, ema_decay=0.0),
     "improved": dict(epochs=30, batch_size=256, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                     label_smoothing=0.1, schedule="onecycle", augment=True,
+                     label_smoothing=0.1, schedule="onecycle", augment=True, ema_decay=0.995,
                      width=32, depth=2, batchnorm=True, dropout=0.2),
 }
 
@@ -46,9 +46,11 @@ def parse_args(argv=None):
     run = add_run_arguments(parser, "q1_fashion")
     run.add_argument("--momentum", type=probability)
     run.add_argument("--label-smoothing", type=probability)
+    run.add_argument("--ema-decay", type=probability,
+                     help="validate and predict with a moving average of the weights (0: off)")
     ablation = parser.add_argument_group("ablation switches (augmentation: any model; the rest: --model improved)")
     ablation.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                          help="random 2-pixel shifts, horizontal flips and random erasing while training")
+                          help="random 2-pixel shifts and horizontal flips while training")
     ablation.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, help="BatchNorm after each layer")
     ablation.add_argument("--dropout", type=probability, help="dropout probability")
     ablation.add_argument("--depth", type=positive_int, help="convolutions per stage")
@@ -107,21 +109,22 @@ def main(argv=None):
             optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
         resume_state = load_checkpoint(checkpoint_dir / "last.pt", expect, hint) if args.resume else None
+        ema = make_ema(model, config["ema_decay"]) if config["ema_decay"] else None
 
         def run_epoch(epoch):
             return train_one_epoch(
                 model, batches(train_images, train_labels, config["batch_size"], augmented=config["augment"]),
-                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}")
+                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}", ema=ema)
 
         def validate():
-            _, val_accuracy, _ = evaluate(model, val_images, val_labels, device)
+            _, val_accuracy, _ = evaluate(ema.module if ema else model, val_images, val_labels, device)
             return {"val_accuracy": val_accuracy}
 
         fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
-            evaluate=validate, score_key="val_accuracy", resume_state=resume_state)
+            evaluate=validate, score_key="val_accuracy", resume_state=resume_state, ema=ema)
 
     best, history = load_finished_run(checkpoint_dir, expect, hint)
-    model.load_state_dict(best["model"])
+    model.load_state_dict(prediction_weights(best))
     val_probabilities, val_accuracy, val_per_class = evaluate(model, val_images, val_labels, device)
     print(f"best checkpoint: epoch {best['epoch']}")
     print(format_classification(val_accuracy, val_per_class, CLASSES))

@@ -206,3 +206,12 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path, tiny_course_data):
         q2_train.main(["--data-dir", str(tiny_course_data), "--backbone", "resnet18", "--model", "baseline",
                        "--no-pretrained", "--eval-only", "--out-dir", str(tmp_path / "a" / "out"),
                        "--checkpoint-dir", str(tmp_path / "a" / "ckpt")])
+
+
+def test_flip_tta_averages_the_softmax_of_image_and_mirror():
+    from q2_segmentation.models import FlipAveraged
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 6, 3, padding=1)
+    x = torch.randn(2, 3, 8, 8)
+    expected = (net(x).softmax(1) + net(x.flip(-1)).flip(-1).softmax(1)) / 2
+    torch.testing.assert_close(FlipAveraged(net)(x).softmax(1), expected)
