@@ -6,7 +6,7 @@ Project: the whole set as one uint8 tensor, batches indexed, augmented and norma
 channels-last, the model's own recipe (batch size, augmentation, optimizer), via the code train.py runs.
 Both sides alternate in one process; the figure is the median of the per-round ratios.
 
-    python bench/q1_throughput.py [--images 12800] [--rounds 3]
+    python bench/q1_throughput.py [--images 25600] [--rounds 5]
 """
 import argparse
 import gzip
@@ -77,8 +77,8 @@ def project_rate(model_name, train_images, train_labels):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=12800, help="training images per measurement")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=25600, help="training images per measurement")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     images, labels = load_fashion_mnist("data", download=False)

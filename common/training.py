@@ -30,9 +30,10 @@ def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batche
     progress = tqdm(batches, total=num_batches, desc=desc, leave=False, dynamic_ncols=True, disable=None)
     for inputs, targets in progress:
         loss = loss_fn(model(inputs), targets)
-        if not math.isfinite(loss.item()):
+        value = loss.item()
+        if not math.isfinite(value):
             raise UserError(
-                f"training loss became {loss.item()} at {desc}, batch {count + 1}; lower --lr. "
+                f"training loss became {value} at {desc}, batch {count + 1}; lower --lr. "
                 "The last good checkpoint was kept"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -41,7 +42,7 @@ def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batche
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
-        total += loss.item()
+        total += value
         count += 1
         if count % 20 == 0:
             progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)

@@ -68,11 +68,11 @@ def test_unwritable_out_dir(tmp_path, course_data, capsys):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, course_data, monkeypatch):
     real = q1_train.train_one_epoch
 
-    def poisoned(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc):
-        if desc == "epoch 2":
+    def poisoned(model, batches, optimizer, scheduler, loss_fn, **kwargs):
+        if kwargs["desc"] == "epoch 2":
             def loss_fn(outputs, targets):
                 return torch.nn.functional.cross_entropy(outputs, targets) * float("nan")
-        return real(model, batches, optimizer, scheduler, loss_fn, num_batches=num_batches, desc=desc)
+        return real(model, batches, optimizer, scheduler, loss_fn, **kwargs)
 
     monkeypatch.setattr(q1_train, "train_one_epoch", poisoned)
     with pytest.raises(UserError, match="training loss became nan at epoch 2, batch 1; lower --lr"):
