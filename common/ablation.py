@@ -12,7 +12,7 @@ def add_ablation_arguments(parser, question, default_epochs):
     parser.add_argument("--epochs", type=positive_int, help=f"epochs per step (default: {default_epochs})")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--limit", type=positive_int, help="first N training and val images only (quick checks)")
+    parser.add_argument("--limit", type=positive_int, help="first N training images only (quick checks)")
     parser.add_argument("--results-dir", type=Path, default=Path("results") / question)
     parser.add_argument("--checkpoints-dir", type=Path, default=Path("checkpoints") / question)
 

@@ -44,7 +44,8 @@ def add_run_arguments(parser, question):
     files.add_argument("--eval-only", action="store_true",
                        help="load best.pt, evaluate on val and write the predictions; no training")
     files.add_argument("--limit", type=positive_int,
-                       help="use only the first N training and N val images (quick checks)")
+                       help="train on the first N training images only (quick checks); val and test stay "
+                            "whole, so the prediction files keep the autograder's shape")
     return run
 
 

@@ -87,8 +87,7 @@ def main(argv=None):
     images, labels = load_fashion_mnist(args.data_dir)
     secret_images = load_secret_test(args.data_dir)
     train_index, val_index = split_indices(len(images))
-    if args.limit:
-        train_index, val_index = train_index[:args.limit], val_index[:args.limit]
+    train_index = train_index[:args.limit]
     # The training set lives on the device as uint8; batches are indexed, augmented and normalised there.
     train_images, train_labels = images[train_index].to(device), labels[train_index].to(device)
     val_images, val_labels = images[val_index], labels[val_index]

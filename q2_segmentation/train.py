@@ -103,8 +103,8 @@ def main(argv=None):
     device, out_dir, checkpoint_dir = start_run(args, config["seed"])
 
     read_classes(args.data_dir)
-    train, val, test = (load_split(args.data_dir, split, limit) for split, limit in
-                        (("train", args.limit), ("val", args.limit), ("test", None)))
+    train = load_split(args.data_dir, "train", args.limit)
+    val, test = load_split(args.data_dir, "val"), load_split(args.data_dir, "test")
     print(f"train {len(train.names)} images, val {len(val.names)}, test {len(test.names)} (decoded into memory)")
 
     # Resuming or evaluating overwrites every weight from the checkpoint: skip fetching ImageNet weights.

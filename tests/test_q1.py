@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from common import check_submission
+from common.metrics import format_classification
 from common.runtime import UserError, count_parameters
 from q1_fashion import data as q1_data
 from q1_fashion import train as q1_train
@@ -117,13 +119,13 @@ def run_q1(tmp_path, name, *extra, course_data):
     return tmp_path / name / "out", tmp_path / name / "ckpt"
 
 
-def test_smoke_one_epoch_writes_every_output(tmp_path, course_data):
+def test_smoke_one_epoch_writes_every_output(tmp_path, course_data, capsys):
     out, ckpt = run_q1(tmp_path, "smoke", "--model", "basenet", "--epochs", "1", "--limit", "3000",
                        course_data=course_data)
     predictions = np.load(out / "Q1_label_predictions.npy")
     assert predictions.shape == (2000, 10) and predictions.dtype == np.float32
     np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
-    assert np.load(out / "Q1_val_label_predictions.npy").shape == (3000, 10)
+    assert np.load(out / "Q1_val_label_predictions.npy").shape == (5000, 10)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"model", "params", "epochs", "train_seconds", "val_accuracy", "val_per_class"} <= metrics.keys()
     assert metrics["params"] == 4414 and metrics["epochs"] == 1
@@ -134,6 +136,13 @@ def test_smoke_one_epoch_writes_every_output(tmp_path, course_data):
     state = torch.load(ckpt / "best.pt", weights_only=False)
     assert {"model", "optimizer", "scheduler", "epoch", "best", "history", "config", "rng"} <= state.keys()
     assert (ckpt / "last.pt").is_file()
+
+    # the submission checker scores the val file to exactly train.py's numbers
+    capsys.readouterr()
+    assert check_submission.main([str(out / "Q1_val_label_predictions.npy"), "--data-dir", str(course_data)]) == 0
+    checked = capsys.readouterr().out
+    assert format_classification(metrics["val_accuracy"], list(metrics["val_per_class"].values()),
+                                 q1_data.CLASSES) in checked
 
     # --eval-only reloads best.pt and reproduces the same numbers and files
     before = read_metrics(out)

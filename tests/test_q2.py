@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from common.metrics import quantize_probabilities, segmentation_scores
+from common import check_submission
+from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
 from common.runtime import UserError, count_parameters, save_npy
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, augment, list_items, load_split, read_classes
@@ -161,7 +162,7 @@ def run_q2(tmp_path, name, *extra, data_dir):
     return out, ckpt
 
 
-def test_smoke_one_epoch_on_16_images_writes_every_output(tmp_path, course_data):
+def test_smoke_one_epoch_on_16_images_writes_every_output(tmp_path, course_data, capsys):
     out, ckpt = run_q2(tmp_path, "smoke", "--backbone", "efficientnet_lite0", "--epochs", "1", "--limit", "16",
                        "--batch-size", "8", data_dir=course_data)
     test_file = np.load(out / "Q2_sseg_predictions.npy")
@@ -169,15 +170,22 @@ def test_smoke_one_epoch_on_16_images_writes_every_output(tmp_path, course_data)
     sums = test_file.astype(int).sum(axis=1)
     assert sums.min() >= 249 and sums.max() <= 255
     val_file = np.load(out / "Q2_sseg_val_predictions.npy")
-    assert val_file.shape == (16, 6, 224, 224) and val_file.dtype == np.uint8
+    assert val_file.shape == (100, 6, 224, 224) and val_file.dtype == np.uint8
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"backbone", "model", "params", "epochs", "train_seconds", "val_mAP", "val_mIoU", "val_ap",
             "val_iou"} <= metrics.keys()
     assert list(metrics["val_ap"]) == list(CLASSES) and metrics["backbone"] == "efficientnet_lite0"
     # the reported numbers are the val file's numbers
-    labels = load_split(course_data, "val", limit=16).labels.numpy()
+    labels = load_split(course_data, "val").labels.numpy()
     ap, iou = segmentation_scores(val_file, labels, 6)
-    assert metrics["val_mAP"] == pytest.approx(ap.mean(), abs=0) and metrics["val_mIoU"] == iou.mean()
+    assert metrics["val_mAP"] == ap.mean() and metrics["val_mIoU"] == iou.mean()
+    # and the submission checker prints exactly train.py's course printout for that file
+    printed = capsys.readouterr().out
+    assert check_submission.main([str(out / "Q2_sseg_val_predictions.npy"), "--data-dir", str(course_data)]) == 0
+    checked = capsys.readouterr().out
+    course_printout = format_segmentation(list(metrics["val_ap"].values()), list(metrics["val_iou"].values()),
+                                          CLASSES)
+    assert course_printout in printed and course_printout in checked
     for name in ("curves.png", "vis_val.png", "summary.txt"):
         assert (out / name).stat().st_size > 0
     with Image.open(out / "vis_val.png") as figure:
