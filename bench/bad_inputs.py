@@ -4,7 +4,6 @@ Builds damaged copies of the data in a temporary folder; needs data/ prepared. R
 
     python bench/bad_inputs.py
 """
-import gzip
 import os
 import shutil
 import subprocess

@@ -66,6 +66,8 @@ def fit(model, optimizer, scheduler, *, config, checkpoint_dir, run_epoch, evalu
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         if ema is not None:
+            if resume_state.get("ema") is None:
+                raise UserError("the checkpoint kept no weight average; resume with --ema-decay 0")
             ema.load_state_dict(resume_state["ema"])
         history, best = resume_state["history"], resume_state["best"]
         start = resume_state["epoch"] + 1
