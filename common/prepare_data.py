@@ -54,9 +54,10 @@ def prepare(source, data_dir, link=False):
         if link:
             target.symlink_to((root / entry).resolve())
         elif (root / entry).is_dir():
-            shutil.copytree(root / entry, target)
+            shutil.copytree(root / entry, target, copy_function=shutil.copyfile)
+            target.chmod(0o755)  # copytree copies the source folder's mode: keep the copy ours to replace
         else:
-            shutil.copy2(root / entry, target)
+            shutil.copyfile(root / entry, target)
         print(f"{'linked' if link else 'copied'} {root / entry} -> {target}")
     if source.is_file():
         shutil.rmtree(data_dir / ".unpacked")
