@@ -1,5 +1,6 @@
 """Run plumbing shared by every script: one-line errors, devices, seeding, atomic writes."""
 import contextlib
+import copy
 import io
 import json
 import os
@@ -94,7 +95,6 @@ def describe_model(model, input_size, out_dir=None):
     RNG forked: the model's BatchNorm statistics and the run's random stream stay untouched.
     """
     from torchsummary import summary
-    import copy
 
     print(model)
     probe = copy.deepcopy(model).cpu().eval()
