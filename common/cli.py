@@ -24,6 +24,21 @@ def probability(text):
     return value
 
 
+def at_least_one(text):
+    value = float(text)
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text}")
+    return value
+
+
+def reject_switches(parser, args, keys, model):
+    """Family switches given for a model that is not that family are a usage error, not silently ignored."""
+    if args.model != model:
+        used = [f"--{key.replace('_', '-')}" for key in keys if getattr(args, key) is not None]
+        if used:
+            parser.error(f"{', '.join(used)} only apply to --model {model}")
+
+
 def add_run_arguments(parser, question):
     """Flags every training script has; recipe flags default to None so the model's recipe fills them."""
     run = parser.add_argument_group("training (defaults: the chosen model's best recipe)")

@@ -15,7 +15,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from common.checkpoint import load_checkpoint, prediction_weights  # noqa: E402
-from common.cli import add_run_arguments, apply_recipe, positive_int, probability, resolve_run_paths  # noqa: E402
+from common.cli import (add_run_arguments, apply_recipe, positive_int, probability, reject_switches,  # noqa: E402
+                        resolve_run_paths)
 from common.metrics import accuracy, format_classification, per_class_accuracy  # noqa: E402
 from common.plotting import plot_curves  # noqa: E402
 from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json  # noqa: E402
@@ -56,10 +57,7 @@ def parse_args(argv=None):
     ablation.add_argument("--depth", type=positive_int, help="convolutions per stage")
     ablation.add_argument("--width", type=positive_int, help="channels of the first stage (BaseNet: 6)")
     args = parser.parse_args(argv)
-    if args.model != "improved":
-        used = [f"--{key}" for key in FAMILY_KEYS if getattr(args, key) is not None]
-        if used:
-            parser.error(f"{', '.join(used)} only apply to --model improved (its switches build the family)")
+    reject_switches(parser, args, FAMILY_KEYS, "improved")
     resolve_run_paths(args, "q1_fashion", args.model)
     return args
 

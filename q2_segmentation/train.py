@@ -16,7 +16,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from common.checkpoint import load_checkpoint  # noqa: E402
-from common.cli import add_run_arguments, apply_recipe, positive_int, resolve_run_paths  # noqa: E402
+from common.cli import (add_run_arguments, apply_recipe, at_least_one, non_negative_float, positive_int,  # noqa: E402
+                        reject_switches, resolve_run_paths)
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores  # noqa: E402
 from common.plotting import plot_curves, plot_segmentation_examples  # noqa: E402
 from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json  # noqa: E402
@@ -37,13 +38,6 @@ RECIPES = {"baseline": RECIPE, "ladder": RECIPE, "report_best": RECIPE,
            "improved": dict(RECIPE, epochs=24, max_scale=1.5, tta=True)}
 
 
-def at_least_one(text):
-    value = float(text)
-    if not value >= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text}")
-    return value
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", choices=BACKBONES, default="resnet18", help="trunk (default: resnet18)")
@@ -54,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                         help="start from ImageNet weights (default) or train the trunk from scratch")
     run = add_run_arguments(parser, "q2_segmentation")
-    run.add_argument("--trunk-lr-scale", type=float, help="the trunk's learning rate relative to --lr")
+    run.add_argument("--trunk-lr-scale", type=non_negative_float, help="the trunk's learning rate relative to --lr")
     run.add_argument("--val-every", type=positive_int, default=1, help="validate every N epochs and at the end")
     switches = parser.add_argument_group("ablation switches (augmentation: any head; the rest: --model ladder)")
     switches.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -67,10 +61,7 @@ def parse_args(argv=None):
                                             "upsample x2, x4 between the blocks")):
         switches.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, help=help_text)
     args = parser.parse_args(argv)
-    if args.model != "ladder":
-        used = [f"--{key}" for key in LADDER_KEYS if getattr(args, key) is not None]
-        if used:
-            parser.error(f"{', '.join(used)} only apply to --model ladder")
+    reject_switches(parser, args, LADDER_KEYS, "ladder")
     if args.weights and not args.pretrained:
         parser.error("--weights and --no-pretrained contradict each other")
     resolve_run_paths(args, "q2_segmentation", f"{args.backbone}_{args.model}")
