@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from q1_fashion.data import locate_fashion_mnist  # noqa: E402
+from common.paths import REPO_ROOT as REPO
+from q1_fashion.data import locate_fashion_mnist
 
 
 def run(title, argv, env=None):
@@ -80,7 +78,8 @@ def main():
     run("Q2, --eval-only with no checkpoint", [q2, "--backbone", "efficientnet_lite0", "--eval-only", *outs])
     good = tiny_course(scratch / "good")
     run("Q2, one epoch to make a checkpoint (expected to succeed)",
-        [q2, "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "1", "--data-dir", str(good), *outs])
+        [q2, "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "1", "--data-dir", str(good),
+         *outs])
     run("Q2, checkpoint of another backbone", [q2, "--backbone", "resnet18", "--no-pretrained", "--model", "baseline",
                                                "--eval-only", "--data-dir", str(good), *outs])
     run("Q2, ResNet18 weights unavailable offline", [q2, "--data-dir", str(good), "--epochs", "1", *outs],

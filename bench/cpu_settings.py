@@ -11,8 +11,7 @@ import time
 import torch
 from torch import nn
 
-from timing import alternate, median_ratio
-
+from bench.timing import alternate, median_ratio
 from q1_fashion import train as q1_train
 from q1_fashion.models import build_model as build_q1
 from q2_segmentation.models import build_model as build_q2
@@ -41,8 +40,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     threads = torch.get_num_threads()
-    q1 = lambda: build_q1(dict(q1_train.RECIPES["improved"], model="improved"))  # noqa: E731
-    q2 = lambda: build_q2(dict(backbone="efficientnet_lite0", model="improved", pretrained=False))  # noqa: E731
+
+    def q1():
+        return build_q1(dict(q1_train.RECIPES["improved"], model="improved"))
+
+    def q2():
+        return build_q2(dict(backbone="efficientnet_lite0", model="improved", pretrained=False))
+
     cases = [
         ("q1 improved, channels_last vs default layout (batch 256)",
          lambda: rate(q1, (1, 28, 28), 256, 20, True, threads), lambda: rate(q1, (1, 28, 28), 256, 20, False, threads)),

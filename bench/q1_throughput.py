@@ -13,13 +13,13 @@ import gzip
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from timing import alternate, median_ratio
-
+from bench.timing import alternate, median_ratio
 from common.training import lr_schedule, train_one_epoch
 from q1_fashion import train as q1_train
 from q1_fashion.data import batches, load_fashion_mnist, locate_fashion_mnist
@@ -88,8 +88,8 @@ def main():
         dataset = starter_dataset(root)
         for model_name in ("basenet", "improved"):
             print(f"{model_name}: project vs starter, images/s over {args.images} training images")
-            project, starter = alternate(lambda: project_rate(model_name, train_images, train_labels),
-                                         lambda: starter_rate(model_name, dataset, args.images), args.rounds)
+            project, starter = alternate(partial(project_rate, model_name, train_images, train_labels),
+                                         partial(starter_rate, model_name, dataset, args.images), args.rounds)
             ratios[model_name] = median_ratio(project, starter)
             print(f"  median: project {sorted(project)[len(project) // 2]:.0f} img/s, "
                   f"starter {sorted(starter)[len(starter) // 2]:.0f} img/s")

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import run_script
+from bench.timing import run_script
 
 THRESHOLD = 92.1  # the reference report's best val accuracy
 

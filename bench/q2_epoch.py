@@ -20,8 +20,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from timing import alternate, median_ratio
-
+from bench.timing import alternate, median_ratio
 from common.metrics import quantize_probabilities, segmentation_scores
 from common.training import lr_schedule, train_one_epoch
 from q2_segmentation import train as q2_train

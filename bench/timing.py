@@ -5,10 +5,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common.paths import REPO_ROOT
 
 
 def alternate(first, second, rounds):
@@ -22,7 +20,7 @@ def alternate(first, second, rounds):
 
 
 def median_ratio(a, b):
-    return statistics.median(x / y for x, y in zip(a, b))
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def run_script(argv, epoch_pattern, key):
@@ -32,7 +30,7 @@ def run_script(argv, epoch_pattern, key):
     """
     started = time.perf_counter()
     # unbuffered, so each epoch line arrives (and is timestamped) when the child prints it
-    process = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     epochs = []

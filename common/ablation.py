@@ -1,8 +1,10 @@
-"""The ablation driver both questions share: train a ladder of runs, each adding one component."""
+"""The ablation driver both questions share: train a ladder of runs, each adding one change to the last."""
 import json
+import re
 from pathlib import Path
 
 from common.cli import positive_int
+from common.paths import CHECKPOINTS_DIR, DATA_DIR, RESULTS_DIR
 from common.plotting import plot_bars
 from common.runtime import atomic_path
 
@@ -10,11 +12,11 @@ from common.runtime import atomic_path
 def add_ablation_arguments(parser, question, default_epochs):
     """Flags both ablate.py scripts take."""
     parser.add_argument("--epochs", type=positive_int, help=f"epochs per step (default: {default_epochs})")
-    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--limit", type=positive_int, help="first N training images only (quick checks)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results") / question)
-    parser.add_argument("--checkpoints-dir", type=Path, default=Path("checkpoints") / question)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR / question)
+    parser.add_argument("--checkpoints-dir", type=Path, default=CHECKPOINTS_DIR / question)
 
 
 def passed_through(args):
@@ -24,17 +26,43 @@ def passed_through(args):
     return extra + (["--limit", str(args.limit)] if args.limit else [])
 
 
-def run_ladder(steps, train_main, common_args, results_root, checkpoints_root, columns, extra_args=()):
-    """Train each (name, slug, args) step with `train_main`, then tabulate `columns` of its metrics.json.
+def cumulative(steps):
+    """[(name, slug, settings)] from [(name, change)]: each step's settings are the last step's plus its change.
 
-    Steps are cumulative by construction: each step's args include the previous step's switches.
-    `columns` is a list of (metrics key, heading). Returns the rows written to ablation.md.
+    A change that maps a key to None removes that setting (for a last row that switches to another model).
+    """
+    settings, ladder = {}, []
+    for number, (name, change) in enumerate(steps, start=1):
+        settings = {key: value for key, value in {**settings, **change}.items() if value is not None}
+        slug = f"{number}_" + re.sub(r"[^a-z0-9]+", "_", name.lower().split("(")[0]).strip("_")
+        ladder.append((name, slug, settings))
+    return ladder
+
+
+def as_flags(settings):
+    """{"augment": True, "dropout": 0.2} -> ["--augment", "--dropout", "0.2"] (False -> "--no-augment")."""
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def run_ladder(steps, train_main, common_args, results_root, checkpoints_root, columns, extra_args=()):
+    """Train each step of `steps` [(name, change)] cumulatively with `train_main`, then tabulate its metrics.
+
+    `columns` is a list of (metrics key, heading). Writes ablation.md and ablation.png in `results_root`
+    and returns the rows.
     """
     rows = []
-    for number, (name, slug, args) in enumerate(steps, start=1):
+    ladder = cumulative(steps)
+    for number, (name, slug, settings) in enumerate(ladder, start=1):
         out_dir = Path(results_root) / "ablation" / slug
-        print(f"\n=== ablation step {number}/{len(steps)}: {name} ===")
-        train_main([*common_args, *args, *extra_args, "--out-dir", str(out_dir),
+        print(f"\n=== ablation step {number}/{len(ladder)}: {name} ===")
+        train_main([*common_args, *as_flags(settings), *extra_args, "--out-dir", str(out_dir),
                     "--checkpoint-dir", str(Path(checkpoints_root) / "ablation" / slug)])
         metrics = json.loads((out_dir / "metrics.json").read_text())
         rows.append({"component": name, "params": metrics["params"], "epochs": metrics["epochs"],

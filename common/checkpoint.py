@@ -7,6 +7,8 @@ import torch
 
 from common.runtime import UserError, atomic_path
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "best", "history", "config", "rng")
+
 
 def capture_rng():
     state = {
@@ -60,10 +62,12 @@ def load_checkpoint(path, expect, hint):
         raise UserError(f"no checkpoint at {path}; {hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        config = state["config"]
-        state["model"]
     except Exception as error:  # torch.load raises many types on a damaged file
         raise UserError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UserError(f"{path} is not one of this project's checkpoints (no {', '.join(missing)})")
+    config = state["config"]
     for key, wanted in expect.items():
         if config.get(key) != wanted:
             raise UserError(

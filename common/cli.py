@@ -2,6 +2,8 @@
 import argparse
 from pathlib import Path
 
+from common.paths import CHECKPOINTS_DIR, DATA_DIR, RESULTS_DIR
+
 
 def positive_int(text):
     value = int(text)
@@ -52,7 +54,8 @@ def add_run_arguments(parser, question):
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto: cuda when available (default)")
     files = parser.add_argument_group("files")
-    files.add_argument("--data-dir", type=Path, default=Path("data"), help="the course's data folder (default: data)")
+    files.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                       help="the course's data folder (default: data/ in the repository)")
     files.add_argument("--out-dir", type=Path, help=f"default: results/{question}/<run name>")
     files.add_argument("--checkpoint-dir", type=Path, help=f"default: checkpoints/{question}/<run name>")
     files.add_argument("--resume", action="store_true", help="continue from last.pt in the checkpoint dir")
@@ -65,8 +68,9 @@ def add_run_arguments(parser, question):
 
 
 def resolve_run_paths(args, question, run_name):
-    args.out_dir = args.out_dir or Path("results") / question / run_name
-    args.checkpoint_dir = args.checkpoint_dir or Path("checkpoints") / question / run_name
+    """Default output folders: results/ and checkpoints/ of the repository, one folder per run name."""
+    args.out_dir = args.out_dir or RESULTS_DIR / question / run_name
+    args.checkpoint_dir = args.checkpoint_dir or CHECKPOINTS_DIR / question / run_name
 
 
 def apply_recipe(args, recipe, config):

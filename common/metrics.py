@@ -92,11 +92,11 @@ def quantize_probabilities(probabilities):
 
 def format_classification(accuracy_value, per_class, class_names, split="val"):
     lines = [f"Accuracy of the final network on the {split} images: {accuracy_value:.2f} %"]
-    lines += [f"Accuracy of {name:>11s} : {value:.2f} %" for name, value in zip(class_names, per_class)]
+    lines += [f"Accuracy of {name:>11s} : {value:.2f} %" for name, value in zip(class_names, per_class, strict=True)]
     return "\n".join(lines)
 
 
 def format_segmentation(ap, iou, class_names):
-    lines = [f"{name}: AP: {a:.2f}, IoU: {i:.2f}" for name, a, i in zip(class_names, ap, iou)]
+    lines = [f"{name}: AP: {a:.2f}, IoU: {i:.2f}" for name, a, i in zip(class_names, ap, iou, strict=True)]
     lines.append(f"mean: AP: {np.mean(ap):.2f}, IoU: {np.mean(iou):.2f}")
     return "\n".join(lines)

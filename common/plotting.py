@@ -1,26 +1,30 @@
-"""Figures for runs and reports, written without a display."""
-import matplotlib
+"""Figures for runs and reports, written without a display.
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+matplotlib's object API (Figure, not pyplot) needs no GUI backend and keeps no global figure state.
+"""
+import numpy as np
+from matplotlib.figure import Figure
 
-from common.runtime import atomic_path  # noqa: E402
+from common.runtime import atomic_path
+
+
+def _subplots(*args, **kwargs):
+    fig = Figure(figsize=kwargs.pop("figsize"))
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_curves(history, panels, path, title=None):
     """One panel per (key, label) in `panels`, each value against its epoch; gaps where not measured."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for axis, (key, label) in zip(axes[0], panels):
+    fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for axis, (key, label) in zip(axes[0], panels, strict=True):
         points = [(r["epoch"], r[key]) for r in history if key in r]
         if points:
-            epochs, values = zip(*points)
+            epochs, values = zip(*points, strict=True)
             axis.plot(epochs, values, marker="o", markersize=3)
         axis.set_xlabel("epoch")
         axis.set_title(label)
@@ -32,7 +36,7 @@ def plot_curves(history, panels, path, title=None):
 
 
 def plot_bars(names, values, path, ylabel, title=None):
-    fig, axis = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
+    fig, axis = _subplots(figsize=(1.3 * len(names) + 2, 3.6))
     bars = axis.bar(range(len(names)), values, color="tab:blue")
     axis.bar_label(bars, fmt="%.2f", fontsize=8)
     axis.set_xticks(range(len(names)), names, rotation=20, ha="right")
@@ -56,10 +60,10 @@ def plot_segmentation_examples(images, labels, predictions, class_names, path):
     from matplotlib.patches import Patch
 
     rows = len(images)
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows + 0.6), squeeze=False)
+    fig, axes = _subplots(rows, 3, figsize=(7.5, 2.5 * rows + 0.6), squeeze=False)
     for row in range(rows):
         panels = (images[row], CLASS_COLOURS[labels[row]], CLASS_COLOURS[predictions[row]])
-        for column, (panel, heading) in enumerate(zip(panels, ("image", "ground truth", "prediction"))):
+        for column, (panel, heading) in enumerate(zip(panels, ("image", "ground truth", "prediction"), strict=True)):
             axes[row, column].imshow(panel)
             axes[row, column].axis("off")
             if row == 0:

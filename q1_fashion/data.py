@@ -96,7 +96,7 @@ def split_indices(total, num_train=NUM_TRAIN):
 def load_secret_test(data_dir):
     path = Path(data_dir) / SECRET_TEST
     if not path.is_file():
-        raise UserError(f"{path} not found; fill data/ with `python -m common.prepare_data --source "
+        raise UserError(f"{path} not found; fill data/ with `cs543-prepare-data --source "
                         "PATH_TO_COURSE_DATA` (the course's data folder or data.zip)")
     try:
         images = np.load(path, allow_pickle=False)

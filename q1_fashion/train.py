@@ -6,38 +6,55 @@
     python q1_fashion/train.py --eval-only          # evaluate best.pt and write predictions
 """
 import argparse
-import sys
-from pathlib import Path
+import math
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `python q1_fashion/train.py` finds common/
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from common.checkpoint import load_checkpoint, prediction_weights  # noqa: E402
-from common.cli import (add_run_arguments, apply_recipe, positive_int, probability, reject_switches,  # noqa: E402
-                        resolve_run_paths)
-from common.metrics import accuracy, format_classification, per_class_accuracy  # noqa: E402
-from common.plotting import plot_curves  # noqa: E402
-from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json  # noqa: E402
-from common.training import (fit, history_without_timing, load_finished_run, lr_schedule,  # noqa: E402
-                             make_ema, predict_softmax, run_fields, train_one_epoch)
-from q1_fashion.data import (CLASSES, batches, load_fashion_mnist, load_secret_test, normalize,  # noqa: E402
-                             split_indices)
-from q1_fashion.models import FAMILY_KEYS, MODELS, build_model  # noqa: E402
+from common.checkpoint import load_checkpoint, prediction_weights
+from common.cli import add_run_arguments, apply_recipe, positive_int, probability, reject_switches, resolve_run_paths
+from common.metrics import accuracy, format_classification, per_class_accuracy
+from common.plotting import plot_curves
+from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json
+from common.training import (
+    fit,
+    history_without_timing,
+    load_finished_run,
+    lr_schedule,
+    make_ema,
+    predict_softmax,
+    run_fields,
+    train_one_epoch,
+)
+from q1_fashion.data import CLASSES, batches, load_fashion_mnist, load_secret_test, normalize, split_indices
+from q1_fashion.models import FAMILY_KEYS, MODELS, build_model
 
 PREDICTIONS = "Q1_label_predictions.npy"
 VAL_PREDICTIONS = "Q1_val_label_predictions.npy"
 
-# Each model's best recipe; a flag given on the command line overrides its entry.
+# Each model's best recipe: a base plus per-model overrides; a flag given on the command line beats both.
+# The base is the course starter's training: plain SGD with momentum at a constant rate, no augmentation.
+BASE = dict(optimizer="SGD", epochs=10, batch_size=64, lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0,
+            label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0)
 RECIPES = {
-    "basenet": dict(epochs=10, batch_size=64, lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0,
-                    label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0),
-    "report_best": dict(epochs=15, batch_size=128, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                        label_smoothing=0.0, schedule="onecycle", augment=False, ema_decay=0.0),
-    "improved": dict(epochs=30, batch_size=256, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                     label_smoothing=0.1, schedule="onecycle", augment=True, ema_decay=0.995,
-                     width=32, depth=2, batchnorm=True, dropout=0.2),
+    # 88.20 % val (best of 10 epochs), inside the assignment's 87 +- 1.5 for BaseNet.
+    "basenet": BASE,
+    # The reference report's best model with a one-cycle schedule; 15 epochs as the report trained it.
+    "report_best": dict(BASE, epochs=15, batch_size=128, lr=0.05, nesterov=True, weight_decay=5e-4,
+                        schedule="onecycle"),
+    "improved": dict(
+        BASE,
+        epochs=30,             # 93.80 % val; the EMA has passed 92.1 % by epoch 10
+        batch_size=256,        # same images/s as 64 on a CPU (bench/cpu_settings.py); lr is tuned for 256
+        lr=0.1,                # peak of the one-cycle; 0.05 for 35 epochs gave 93.72 %
+        nesterov=True,
+        weight_decay=5e-4,
+        label_smoothing=0.1,   # the usual 0.1 (Szegedy et al. 2016)
+        schedule="onecycle",   # linear warm-up over 15 % of the steps, then cosine to 0
+        augment=True,          # 2-pixel shifts and flips; random erasing as well cost 0.4 points (93.42 %)
+        ema_decay=0.995,       # predict with a weight average: 92.1 % at epoch 10 instead of 19, same training
+        width=32, depth=2, batchnorm=True, dropout=0.2,  # the ablation (q1_fashion/ablate.py) builds up to this
+    ),
 }
 
 
@@ -98,7 +115,7 @@ def main(argv=None):
     hint = f"train first: python q1_fashion/train.py --model {config['model']}"
 
     if not args.eval_only:
-        steps_per_epoch = -(-len(train_images) // config["batch_size"])
+        steps_per_epoch = math.ceil(len(train_images) / config["batch_size"])
         optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                     nesterov=config["nesterov"] and config["momentum"] > 0,
                                     weight_decay=config["weight_decay"])
@@ -134,7 +151,7 @@ def main(argv=None):
         "params": count_parameters(model),
         **run_fields(best, history),
         "val_accuracy": val_accuracy,
-        "val_per_class": dict(zip(CLASSES, val_per_class.tolist())),
+        "val_per_class": dict(zip(CLASSES, val_per_class.tolist(), strict=True)),
         "history": history_without_timing(history),
         "config": best["config"],
     })

@@ -21,15 +21,15 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Split:
-    names: list       # file stems in the course's order
+    names: list[str]  # file stems in the course's order
     images: torch.Tensor  # uint8 (N, 3, 224, 224)
-    labels: torch.Tensor = None  # uint8 (N, 224, 224), None for the unlabelled test split
+    labels: torch.Tensor | None = None  # uint8 (N, 224, 224); None for the unlabelled test split
 
 
 def read_classes(data_dir):
     path = Path(data_dir) / "classes.txt"
     if not path.is_file():
-        raise UserError(f"{path} not found; fill data/ with `python -m common.prepare_data --source "
+        raise UserError(f"{path} not found; fill data/ with `cs543-prepare-data --source "
                         "PATH_TO_COURSE_DATA` (the course's data folder or data.zip)")
     names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
     if names != CLASSES:
@@ -41,7 +41,7 @@ def list_items(folder, labelled):
     """File stems of `folder` in the course's order, checking every image has its label and back."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder} not found; fill data/ with `python -m common.prepare_data --source "
+        raise UserError(f"{folder} not found; fill data/ with `cs543-prepare-data --source "
                         "PATH_TO_COURSE_DATA` (the course's data folder or data.zip)")
     images = sorted(path.name for path in folder.glob("*.jpg"))
     if not images:

@@ -108,8 +108,14 @@ def build_trunk(backbone, pretrained=True, weights=None):
     raise ValueError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
 
 
-def dilated_block(in_channels, out_channels, batchnorm, dilation=2):
-    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)]
+def conv_bn_relu(in_channels, out_channels, dilation=1, batchnorm=True, bias=None):
+    """3x3 conv (dilated when dilation > 1, same size out), optional BatchNorm, ReLU.
+
+    The conv has a bias only without BatchNorm by default; the reference report's ladder keeps its biases
+    (bias=True) so its parameter count stays the report's.
+    """
+    bias = not batchnorm if bias is None else bias
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=bias)]
     if batchnorm:
         layers.append(nn.BatchNorm2d(out_channels))
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
@@ -128,15 +134,14 @@ class LadderHead(nn.Module):
         self.stepwise = stepwise
         self.blocks = nn.ModuleList()
         if dilated:
-            self.blocks.extend([dilated_block(in_channels, width, batchnorm),
-                                dilated_block(width, width, batchnorm),
-                                dilated_block(width, width, batchnorm)])
+            self.blocks.extend([conv_bn_relu(channels, width, 2, batchnorm, bias=True)
+                                for channels in (in_channels, width, width)])
             in_channels = width
         self.classifier = nn.Conv2d(in_channels, NUM_CLASSES, 1)
 
     def forward(self, *features):
         x = features[-1]
-        for block, scale in zip(self.blocks, (2, 4, 1)):
+        for block, scale in zip(self.blocks, (2, 4, 1), strict=False):
             x = block(x)
             if self.stepwise and scale > 1:
                 x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -155,22 +160,17 @@ class ImprovedHead(nn.Module):
         c4, c8, c16, c32 = in_channels
         self.context = nn.Sequential(
             nn.Conv2d(c32, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            *[dilated_conv_bn(width, d) for d in (1, 2, 4)])
+            *[conv_bn_relu(width, width, dilation) for dilation in (1, 2, 4)])
         self.lateral = nn.ModuleList([project(c, width) for c in (c16, c8, c4)])
-        self.refine = nn.ModuleList([dilated_conv_bn(width, 1) for _ in range(3)])
+        self.refine = nn.ModuleList([conv_bn_relu(width, width) for _ in range(3)])
         self.classifier = nn.Conv2d(width, NUM_CLASSES, 1)
 
     def forward(self, *features):
         x = self.context(features[-1])
-        for skip, lateral, refine in zip(reversed(features[:-1]), self.lateral, self.refine):
+        for skip, lateral, refine in zip(reversed(features[:-1]), self.lateral, self.refine, strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = refine(x + lateral(skip))
         return self.classifier(x)
-
-
-def dilated_conv_bn(channels, dilation):
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
 def project(in_channels, out_channels):
@@ -208,6 +208,19 @@ class FlipAveraged(nn.Module):
     def forward(self, x):
         mirrored = self.model(x.flip(-1)).flip(-1)
         return ((self.model(x).softmax(dim=1) + mirrored.softmax(dim=1)) / 2).log()
+
+
+def describe_head(config):
+    """How a run's head upsamples, in a sentence (metrics.json keeps it for the report)."""
+    name = config["model"]
+    if name == "baseline" or (name == "ladder" and not config.get("dilated")):
+        return "a 1x1 conv maps the stride-32 features to 6 classes; one bilinear x32 upsampling to the input size."
+    if name in ("report_best", "ladder"):
+        norm = " with BatchNorm" if name == "report_best" or config.get("batchnorm") else ""
+        steps = "x2, then x4, then a final x4" if name == "report_best" or config.get("stepwise") else "one final x32"
+        return f"three 3x3 dilation-2 conv blocks{norm} on the stride-32 features, bilinear upsampling {steps}."
+    return ("dilated 3x3 convs (dilation 1, 2, 4) at stride 32, then three bilinear x2 steps, each adding a 1x1 "
+            "projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv; a final bilinear x4.")
 
 
 def build_model(config):

@@ -6,36 +6,65 @@
     python q2_segmentation/train.py --resume | --eval-only
 """
 import argparse
-import sys
+import math
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `python q2_segmentation/train.py` finds common/
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from common.checkpoint import load_checkpoint  # noqa: E402
-from common.cli import (add_run_arguments, apply_recipe, at_least_one, non_negative_float, positive_int,  # noqa: E402
-                        reject_switches, resolve_run_paths)
-from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores  # noqa: E402
-from common.plotting import plot_curves, plot_segmentation_examples  # noqa: E402
-from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json  # noqa: E402
-from common.training import (fit, history_without_timing, load_finished_run, lr_schedule,  # noqa: E402
-                             predict_softmax, run_fields, train_one_epoch)
-from q2_segmentation.data import CLASSES, batches, load_split, read_classes  # noqa: E402
-from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, FlipAveraged, build_model  # noqa: E402
+from common.checkpoint import load_checkpoint
+from common.cli import (
+    add_run_arguments,
+    apply_recipe,
+    at_least_one,
+    non_negative_float,
+    positive_int,
+    reject_switches,
+    resolve_run_paths,
+)
+from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
+from common.plotting import plot_curves, plot_segmentation_examples
+from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json
+from common.training import (
+    fit,
+    history_without_timing,
+    load_finished_run,
+    lr_schedule,
+    predict_softmax,
+    run_fields,
+    train_one_epoch,
+)
+from q2_segmentation.data import CLASSES, batches, load_split, read_classes
+from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, FlipAveraged, build_model, describe_head
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
 
-# AdamW with the pretrained trunk at a tenth of the head's learning rate. The report's heads keep its
-# augmentation (flips); the improved head also trains on random enlargements and predicts with flip
-# test-time augmentation.
-RECIPE = dict(epochs=20, batch_size=16, lr=1e-3, trunk_lr_scale=0.1, weight_decay=1e-4, schedule="onecycle",
-              augment=True, max_scale=1.0, tta=False)
-RECIPES = {"baseline": RECIPE, "ladder": RECIPE, "report_best": RECIPE,
-           "improved": dict(RECIPE, epochs=24, max_scale=1.5, tta=True)}
+# One recipe for the report's heads; the improved head overrides a few entries. A flag beats both.
+RECIPE = dict(
+    optimizer="AdamW",
+    epochs=20,
+    batch_size=16,
+    lr=1e-3,             # the heads' rate; one-cycle peak
+    trunk_lr_scale=0.1,  # the pretrained trunk learns at a tenth of the head's rate, so ImageNet features survive
+    weight_decay=1e-4,
+    schedule="onecycle",
+    augment=True,        # joint horizontal flips of image and mask (the report's augmentation)
+    max_scale=1.0,
+    tta=False,
+)
+RECIPES = {
+    "baseline": RECIPE,
+    "ladder": RECIPE,
+    "report_best": RECIPE,
+    "improved": dict(
+        RECIPE,
+        epochs=24,      # 40 epochs peaked at epoch 17 (0.6025 mIoU) and settled near 0.594
+        max_scale=1.5,  # random enlargement up to 1.5x: flips alone plateaued near 0.57 mIoU
+        tta=True,       # flip test-time augmentation: +0.011 mAP, +0.009 mIoU on the same checkpoint
+    ),
+}
 
 
 def parse_args(argv=None):
@@ -58,7 +87,7 @@ def parse_args(argv=None):
     switches.add_argument("--max-scale", type=at_least_one,
                           help="with --augment, also enlarge each batch by a random factor up to this and crop")
     for key, help_text in zip(LADDER_KEYS, ("three 3x3 dilation-2 conv blocks", "BatchNorm in those blocks",
-                                            "upsample x2, x4 between the blocks")):
+                                            "upsample x2, x4 between the blocks"), strict=True):
         switches.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, help=help_text)
     args = parser.parse_args(argv)
     reject_switches(parser, args, LADDER_KEYS, "ladder")
@@ -107,7 +136,7 @@ def main(argv=None):
     hint = f"train first: python q2_segmentation/train.py --backbone {config['backbone']} --model {config['model']}"
 
     if not args.eval_only:
-        steps_per_epoch = -(-len(train.names) // config["batch_size"])
+        steps_per_epoch = math.ceil(len(train.names) / config["batch_size"])
         trunk_params = list(model.trunk.parameters())
         head_params = list(model.head.parameters())
         optimizer = torch.optim.AdamW(
@@ -142,12 +171,13 @@ def main(argv=None):
     write_json(out_dir / "metrics.json", {
         "backbone": config["backbone"],
         "model": config["model"],
+        "head": describe_head(config),
         "params": count_parameters(model),
         **run_fields(best, history),
         "val_mAP": float(ap.mean()),
         "val_mIoU": float(iou.mean()),
-        "val_ap": dict(zip(CLASSES, ap.tolist())),
-        "val_iou": dict(zip(CLASSES, iou.tolist())),
+        "val_ap": dict(zip(CLASSES, ap.tolist(), strict=True)),
+        "val_iou": dict(zip(CLASSES, iou.tolist(), strict=True)),
         "history": history_without_timing(history),
         "config": best["config"],
     })

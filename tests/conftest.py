@@ -1,12 +1,9 @@
 """Fixtures: the real course data (data/ prepared, or ../shared beside the repo) and tiny synthetic sets."""
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, write_segmentation_item
+
 SHARED_COURSE_DATA = REPO.parent / "shared" / "data" / "cs543_mp4"
 
 
@@ -16,17 +13,7 @@ def course_data():
     for candidate in (REPO / "data", SHARED_COURSE_DATA):
         if (candidate / "classes.txt").is_file():
             return candidate
-    pytest.fail("course data not found: run `python -m common.prepare_data --source PATH` first")
-
-
-def write_segmentation_item(folder, name, size=224, label_value=1, image=True, label=True):
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    if image:
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{name}.jpg")
-    if label:
-        mask = np.zeros((size, size), dtype=np.uint8)
-        mask[size // 4: size // 2, size // 4: size // 2] = label_value
-        Image.fromarray(mask, mode="L").save(folder / f"{name}.png")
+    pytest.fail("course data not found: run `cs543-prepare-data --source PATH` first")
 
 
 @pytest.fixture
@@ -41,22 +28,3 @@ def tiny_course_data(tmp_path):
     (root / "fashion").mkdir()
     np.save(root / "fashion" / "fashion_secret_test_data.npy", np.zeros((2000, 28, 28), np.uint8))
     return root
-
-
-def read_metrics(out_dir):
-    metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
-    metrics.pop("train_seconds")
-    return metrics
-
-
-def interrupt_at_epoch(monkeypatch, train_module, epoch):
-    """Make train_module's next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
-    real = train_module.train_one_epoch
-
-    def interrupted(*args, desc, **kwargs):
-        if desc == f"epoch {epoch}":
-            raise KeyboardInterrupt
-        return real(*args, desc=desc, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
-    return lambda: monkeypatch.setattr(train_module, "train_one_epoch", real)

@@ -2,9 +2,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
-from common.metrics import (accuracy, average_precision, confusion_matrix, format_classification,
-                            format_segmentation, iou_from_confusion, per_class_accuracy, quantize_probabilities,
-                            segmentation_scores)
+from common.metrics import (
+    accuracy,
+    average_precision,
+    confusion_matrix,
+    format_classification,
+    format_segmentation,
+    iou_from_confusion,
+    per_class_accuracy,
+    quantize_probabilities,
+    segmentation_scores,
+)
 
 
 def reference_ap(scores, targets):

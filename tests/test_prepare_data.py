@@ -2,15 +2,16 @@ import shutil
 
 import pytest
 
-from common.prepare_data import prepare
 from common.runtime import UserError
+from tools.prepare_data import prepare
 
 
 def test_from_zip_with_a_top_folder(tmp_path, tiny_course_data):
     archive = shutil.make_archive(str(tmp_path / "data"), "zip", root_dir=tiny_course_data.parent, base_dir="data")
     target = prepare(archive, tmp_path / "repo-data")
     assert (target / "classes.txt").read_text().startswith("background")
-    assert sorted(p.name for p in (target / "train").iterdir()) == ["0.jpg", "0.png", "1.jpg", "1.png", "2.jpg", "2.png"]
+    names = sorted(p.name for p in (target / "train").iterdir())
+    assert names == ["0.jpg", "0.png", "1.jpg", "1.png", "2.jpg", "2.png"]
     assert (target / "fashion" / "fashion_secret_test_data.npy").is_file()
     assert not (target / ".unpacked").exists()
 

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from common import check_submission
 from common.metrics import format_classification
 from common.runtime import UserError, count_parameters
 from q1_fashion import data as q1_data
 from q1_fashion import train as q1_train
 from q1_fashion.models import BaseNet, FashionNet, ReportBest, build_model
-from tests.conftest import interrupt_at_epoch, read_metrics
+from tests.helpers import interrupt_at_epoch, read_metrics
+from tools import check_submission
 
 
 def test_basenet_architecture_and_output():
@@ -46,7 +46,7 @@ def test_augment_shifts_and_flips_without_changing_content():
     out = q1_data.augment(images)
     assert out.shape == images.shape and out.dtype == torch.uint8
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    for original, shifted in zip(padded, out):
+    for original, shifted in zip(padded, out, strict=True):
         candidates = [view[dy:dy + 28, dx:dx + 28] for view in (original, original.flip(-1))
                       for dy in range(5) for dx in range(5)]
         assert any(torch.equal(shifted, candidate) for candidate in candidates)
@@ -119,6 +119,7 @@ def run_q1(tmp_path, name, *extra, course_data):
     return tmp_path / name / "out", tmp_path / name / "ckpt"
 
 
+@pytest.mark.slow
 def test_smoke_one_epoch_writes_every_output(tmp_path, course_data, capsys):
     out, ckpt = run_q1(tmp_path, "smoke", "--model", "basenet", "--epochs", "1", "--limit", "3000",
                        course_data=course_data)
@@ -152,6 +153,7 @@ def test_smoke_one_epoch_writes_every_output(tmp_path, course_data, capsys):
     np.testing.assert_array_equal(np.load(out / "Q1_label_predictions.npy"), predictions)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, course_data, monkeypatch):
     common = ("--model", "improved", "--width", "8", "--epochs", "3", "--limit", "1500", "--batch-size", "128")
     straight, _ = run_q1(tmp_path, "straight", *common, course_data=course_data)
@@ -168,6 +170,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, course_da
     assert read_metrics(resumed) == read_metrics(straight)
 
 
+@pytest.mark.slow
 def test_resume_with_larger_epochs_trains_only_new_epochs(tmp_path, course_data, capsys):
     common = ("--model", "basenet", "--limit", "1000")
     run_q1(tmp_path, "grow", *common, "--epochs", "1", course_data=course_data)

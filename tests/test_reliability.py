@@ -10,7 +10,7 @@ import torch
 
 from common.runtime import UserError, run_cli
 from q1_fashion import train as q1_train
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def cli(main, argv, capsys):
@@ -42,6 +42,7 @@ def test_resume_or_eval_only_without_checkpoint(tmp_path, course_data, capsys):
         assert "train first: python q1_fashion/train.py --model basenet" in err[0]
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(tmp_path, course_data, capsys):
     q1_train.main(q1_args(tmp_path, course_data, "--model", "basenet", "--epochs", "1", "--limit", "500"))
     capsys.readouterr()
@@ -65,6 +66,7 @@ def test_unwritable_out_dir(tmp_path, course_data, capsys):
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: cannot write to --out-dir {blocker / 'out'}")
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, course_data, monkeypatch):
     real = q1_train.train_one_epoch
 
@@ -83,6 +85,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, course_data
         assert all(torch.isfinite(value).all() for value in state["model"].values())
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_checkpoints_loadable(tmp_path, course_data):
     argv = [sys.executable, "q1_fashion/train.py", *q1_args(tmp_path, course_data, "--model", "basenet",
                                                             "--epochs", "200", "--limit", "3000")]
@@ -101,3 +104,11 @@ def test_kill_9_leaves_checkpoints_loadable(tmp_path, course_data):
     for name in ("last.pt", "best.pt"):
         state = torch.load(tmp_path / "ckpt" / name, weights_only=False)
         assert state["epoch"] >= 1 and "rng" in state
+
+
+def test_a_torch_file_that_is_not_a_checkpoint_is_reported(tmp_path, course_data, capsys):
+    (tmp_path / "ckpt").mkdir()
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "ckpt" / "last.pt")
+    code, err = cli(q1_train.main, q1_args(tmp_path, course_data, "--model", "basenet", "--resume"), capsys)
+    assert code == 2 and len(err) == 1
+    assert "last.pt is not one of this project's checkpoints (no model, optimizer" in err[0]

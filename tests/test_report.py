@@ -2,17 +2,17 @@ import json
 
 import numpy as np
 
-from common import report
 from q1_fashion.data import CLASSES as Q1_CLASSES
 from q1_fashion.train import RECIPES
 from q2_segmentation.data import CLASSES as Q2_CLASSES
+from tools import report
 
 
 def write_q1_run(folder, model, accuracy, per_class, **config):
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "model": model, "params": 4414 if model == "basenet" else 164778, "epochs": 7, "best_epoch": 6,
-        "train_seconds": 12.5, "val_accuracy": accuracy, "val_per_class": dict(zip(Q1_CLASSES, per_class)),
+        "train_seconds": 12.5, "val_accuracy": accuracy, "val_per_class": dict(zip(Q1_CLASSES, per_class, strict=True)),
         "config": dict(RECIPES[model], model=model, **config)}))
     (folder / "model.txt").write_text(f"{model.upper()}-PRINT\n")
     (folder / "summary.txt").write_text("SUMMARY-TABLE Total params: 4,414\n")
@@ -28,8 +28,8 @@ def test_report_names_every_section_and_number(tmp_path):
                                                        "|---|---:|---:|---:|\n| + width | 164,778 | 7 | 93.11 |\n")
     q2 = results / "q2_segmentation" / "efficientnet_lite0_baseline"
     q2.mkdir(parents=True)
-    ap = dict(zip(Q2_CLASSES, [0.91, 0.31, 0.41, 0.61, 0.71, 0.81]))
-    iou = dict(zip(Q2_CLASSES, [0.82, 0.12, 0.22, 0.52, 0.62, 0.72]))
+    ap = dict(zip(Q2_CLASSES, [0.91, 0.31, 0.41, 0.61, 0.71, 0.81], strict=True))
+    iou = dict(zip(Q2_CLASSES, [0.82, 0.12, 0.22, 0.52, 0.62, 0.72], strict=True))
     (q2 / "metrics.json").write_text(json.dumps({
         "backbone": "efficientnet_lite0", "model": "baseline", "params": 4659694, "epochs": 3, "best_epoch": 3,
         "train_seconds": 99.0, "val_mAP": float(np.mean(list(ap.values()))), "val_mIoU": 0.5, "val_ap": ap,

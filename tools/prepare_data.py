@@ -1,7 +1,7 @@
 """Fill data/ from the course's data folder or its data.zip, so both train.py scripts find their files.
 
-    python -m common.prepare_data --source ~/Downloads/data.zip
-    python -m common.prepare_data --source ../shared/data/cs543_mp4 --link
+    cs543-prepare-data --source ~/Downloads/data.zip
+    cs543-prepare-data --source ../shared/data/cs543_mp4 --link      # or: python -m tools.prepare_data ...
 
 The result is the course's own layout: data/classes.txt, data/train, data/val, data/test and
 data/fashion/fashion_secret_test_data.npy. Fashion-MNIST itself is not in the course folder: the Q1
@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from common.paths import DATA_DIR
 from common.runtime import UserError, run_cli
 
 ENTRIES = ("classes.txt", "train", "val", "test", "fashion/fashion_secret_test_data.npy")
@@ -65,14 +66,20 @@ def prepare(source, data_dir, link=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="cs543-prepare-data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True, help="the course's data folder or data.zip")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where to put it (default: data)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                        help="where to put it (default: data/ in the repository)")
     parser.add_argument("--link", action="store_true", help="symlink instead of copying (folder sources only)")
     args = parser.parse_args(argv)
     prepare(args.source, args.data_dir, args.link)
     print(f"{args.data_dir} is ready")
 
 
-if __name__ == "__main__":
+def cli():
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

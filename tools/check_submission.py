@@ -1,10 +1,10 @@
 """Check a prediction file before uploading it, and optionally score it exactly as the course grader does.
 
-    python -m common.check_submission results/q1_fashion/improved/Q1_label_predictions.npy
-    python -m common.check_submission results/q2_segmentation/resnet18_improved/Q2_sseg_predictions.npy
-    python -m common.check_submission .../Q1_val_label_predictions.npy --data-dir data --split val
-    python -m common.check_submission .../Q2_sseg_val_predictions.npy --data-dir data --split val
-    python -m common.check_submission FILE --labels labels.npy          # Q1, any labelled set
+    cs543-check results/q1_fashion/improved/Q1_label_predictions.npy
+    cs543-check results/q2_segmentation/resnet18_improved/Q2_sseg_predictions.npy
+    cs543-check .../Q1_val_label_predictions.npy --data-dir data --split val
+    cs543-check .../Q2_sseg_val_predictions.npy --data-dir data --split val
+    cs543-check FILE --labels labels.npy          # Q1, any labelled set
 
 The question is recognised by the file name (Q1_... / Q2_...) or else by the array's shape. Test files
 must have the autograder's shape; files with "val" in the name are validation predictions. Exit code 0
@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common.metrics import (accuracy, format_classification, format_segmentation, per_class_accuracy,
-                            segmentation_scores)
+from common.metrics import accuracy, format_classification, format_segmentation, per_class_accuracy, segmentation_scores
 from common.runtime import UserError, run_cli
-from q1_fashion.data import CLASSES as Q1_CLASSES, load_fashion_mnist, split_indices
-from q2_segmentation.data import CLASSES as Q2_CLASSES, load_split
+from q1_fashion.data import CLASSES as Q1_CLASSES
+from q1_fashion.data import load_fashion_mnist, split_indices
+from q2_segmentation.data import CLASSES as Q2_CLASSES
+from q2_segmentation.data import load_split
 
 EXPECTED_ITEMS = {("q1", "test"): 2000, ("q1", "val"): 5000, ("q2", "test"): 100, ("q2", "val"): 100}
 
@@ -88,7 +89,7 @@ def load_q1_labels(args, items):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m common.check_submission", description=__doc__,
+    parser = argparse.ArgumentParser(prog="cs543-check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", type=Path, help="the .npy prediction file")
     parser.add_argument("--labels", type=Path, help="Q1: a .npy of true labels, one per row, to score against")
@@ -131,5 +132,9 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

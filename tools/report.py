@@ -1,4 +1,4 @@
-"""Regenerate the assignment report from the runs on disk: `python -m common.report`.
+"""Regenerate the assignment report from the runs on disk: `cs543-report` (or `python -m tools.report`).
 
 Reads results/ (metrics.json, model.txt, summary.txt, curves.png, vis_val.png, ablation.md and the
 prediction files that train.py and ablate.py wrote) and writes results/REPORT.md, whose figures are the
@@ -15,16 +15,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.metrics import format_segmentation
+from common.paths import RESULTS_DIR
 from common.runtime import atomic_path, run_cli
+from q1_fashion.models import MODELS as Q1_MODELS
+from q1_fashion.models import build_model as build_q1_model
+from q2_segmentation.models import build_model as build_q2_model
+from q2_segmentation.models import describe_head
+from tools import check_submission
 
-Q1_MODELS = ("basenet", "report_best", "improved")
-Q2_HEADS = ("baseline", "report_best", "improved")
+Q2_HEADS = ("baseline", "report_best", "improved")  # the heads the report discusses; "ladder" is the ablation's
 LAYER_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Dropout, nn.Linear)
 
 
 def read_run(folder):
     path = Path(folder) / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _dims(shape):
+    return "x".join(map(str, shape[1:])) if len(shape) == 3 else "-"
 
 
 def layer_table(model, input_size, modules=None):
@@ -38,8 +48,7 @@ def layer_table(model, input_size, modules=None):
         dilation = getattr(module, "dilation", (1,))
         if isinstance(module, nn.Conv2d) and dilation[0] > 1:
             kernel += f" (dilation {dilation[0]})"
-        dims = lambda shape: "x".join(map(str, shape[1:])) if len(shape) == 3 else "-"  # noqa: E731
-        rows.append((type(module).__name__, kernel, dims(shape_in), dims(shape_out), shape_in[0], shape_out[0]))
+        rows.append((type(module).__name__, kernel, _dims(shape_in), _dims(shape_out), shape_in[0], shape_out[0]))
 
     targets = modules if modules is not None else [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
     handles = [m.register_forward_hook(hook) for m in targets]
@@ -55,7 +64,6 @@ def layer_table(model, input_size, modules=None):
 
 def verdict(path, *extra):
     """The submission checker's output for `path`, as text."""
-    from common import check_submission
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stdout(buffer):
@@ -70,7 +78,9 @@ def fenced(text):
 
 
 def image(results, path, caption):
-    return f"![{caption}]({os.path.relpath(path, results)})" if path.is_file() else f"_{caption}: missing ({path.name})_"
+    if not path.is_file():
+        return f"_{caption}: missing ({path.name})_"
+    return f"![{caption}]({os.path.relpath(path, results)})"
 
 
 def per_class_table(values, heading):
@@ -79,7 +89,6 @@ def per_class_table(values, heading):
 
 
 def q1_section(results):
-    from q1_fashion.models import build_model
     root = results / "q1_fashion"
     runs = {name: read_run(root / name) for name in Q1_MODELS}
     out = ["## Q1: Fashion-MNIST classification", ""]
@@ -107,13 +116,14 @@ def q1_section(results):
             out.append(f"- `{name}`: val accuracy {runs[name]['val_accuracy']:.2f} %, {runs[name]['params']:,} "
                        "parameters")
     out += ["", "Layers (the reference report's format):", "",
-            layer_table(build_model(best["config"]), (1, 28, 28)), "",
+            layer_table(build_q1_model(best["config"]), (1, 28, 28)), "",
             f"Parameters: **{best['params']:,}**", ""]
     summary = folder / "summary.txt"
     if summary.is_file():
         out += ["torchsummary:", "", fenced(summary.read_text()), ""]
     cfg = best["config"]
-    out += [f"Training: SGD (momentum {cfg.get('momentum')}, nesterov {cfg.get('nesterov')}), lr {cfg.get('lr')}, "
+    out += [f"Training: {cfg.get('optimizer', 'optimizer not recorded')} (momentum {cfg.get('momentum')}, "
+            f"nesterov {cfg.get('nesterov')}), lr {cfg.get('lr')}, "
             f"schedule {cfg.get('schedule')}, batch {cfg.get('batch_size')}, {cfg.get('epochs')} epochs, weight decay "
             f"{cfg.get('weight_decay')}, label smoothing {cfg.get('label_smoothing')}, augmentation (shifts, flips) "
             f"{cfg.get('augment')}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.", "",
@@ -137,7 +147,6 @@ def q_ablation(results, root, command):
 
 
 def q2_section(results):
-    from q2_segmentation.models import build_model
     root = results / "q2_segmentation"
     out = ["## Q2: semantic segmentation", ""]
     runs = {}
@@ -159,14 +168,15 @@ def q2_section(results):
     for name, (folder, run) in runs.items():
         config = run["config"]
         model_config = dict(config, pretrained=False, weights=None)  # introspection only: no weights needed
-        model = build_model(model_config)
+        model = build_q2_model(model_config)
         head_layers = [m for m in model.head.modules() if isinstance(m, LAYER_TYPES)]
         out += [f"### `{name}`: {run['backbone']} trunk, `{run['model']}` head", "",
-                upsampling_note(run["model"], config), "",
+                "Upsampling: " + run.get("head", describe_head(config)), "",
                 f"Parameters: **{run['params']:,}** (trunk {sum(p.numel() for p in model.trunk.parameters()):,}, "
                 f"head {sum(p.numel() for p in model.head.parameters()):,}). Head layers on a 224x224 input:", "",
                 layer_table(model, (3, 224, 224), head_layers), "",
-                f"Training (from the checkpoint's config): AdamW, lr {config.get('lr')} (trunk x"
+                f"Training (from the checkpoint's config): {config.get('optimizer', 'optimizer not recorded')}, "
+                f"lr {config.get('lr')} (trunk x"
                 f"{config.get('trunk_lr_scale')}), weight decay {config.get('weight_decay')}, schedule "
                 f"{config.get('schedule')}, batch {config.get('batch_size')}, {config.get('epochs')} epochs, "
                 f"augmentation: horizontal flip {config.get('augment')}, random enlargement up to "
@@ -175,8 +185,8 @@ def q2_section(results):
                 f"best epoch {run.get('best_epoch')}; "
                 f"{run['train_seconds']} s of training.", "",
                 "Val (course format):", "",
-                fenced("\n".join([f"{c}: AP: {run['val_ap'][c]:.2f}, IoU: {run['val_iou'][c]:.2f}" for c in run["val_ap"]]
-                                 + [f"mean: AP: {run['val_mAP']:.2f}, IoU: {run['val_mIoU']:.2f}"])), "",
+                fenced(format_segmentation(list(run["val_ap"].values()), list(run["val_iou"].values()),
+                                           list(run["val_ap"]))), "",
                 image(results, folder / "curves.png", f"{name} training curves"), "",
                 image(results, folder / "vis_val.png", f"{name} val examples"), ""]
         prediction = folder / "Q2_sseg_predictions.npy"
@@ -186,21 +196,10 @@ def q2_section(results):
     return out
 
 
-def upsampling_note(head, config):
-    if head == "baseline" or (head == "ladder" and not config.get("dilated")):
-        return "Upsampling: a 1x1 conv maps the stride-32 features to 6 classes; one bilinear x32 upsampling to 224."
-    if head in ("report_best", "ladder"):
-        steps = "x2, then x4, then a final x4" if head == "report_best" or config.get("stepwise") else "one final x32"
-        return f"Upsampling: three 3x3 dilation-2 conv blocks on the stride-32 features, bilinear {steps}."
-    return ("Upsampling: dilated 3x3 convs (dilation 1, 2, 4) at stride 32, then three bilinear x2 steps, each "
-            "adding a 1x1 projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv; "
-            "a final bilinear x4 to 224.")
-
-
 def build_report(results):
     results = Path(results)
     lines = ["# CS543 Deep ConvNets: report", "",
-             "Generated by `python -m common.report` from the runs in `results/`; every number below is read "
+             "Generated by `cs543-report` from the runs in `results/`; every number below is read "
              "from the files the training scripts wrote.", ""]
     lines += q1_section(results) + q2_section(results)
     text = "\n".join(lines) + "\n"
@@ -211,14 +210,19 @@ def build_report(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m common.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="cs543-report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="the runs to report on (default: results/ in the repository)")
     args = parser.parse_args(argv)
     build_report(args.results_dir)
     print(f"wrote {args.results_dir / 'REPORT.md'}")
     return 0
 
 
-if __name__ == "__main__":
+def cli():
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

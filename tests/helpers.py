@@ -1,0 +1,37 @@
+"""Helpers the tests share: tiny synthetic course items, metrics without timings, a simulated Ctrl-C."""
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_segmentation_item(folder, name, size=224, label_value=1, image=True, label=True):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    if image:
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{name}.jpg")
+    if label:
+        mask = np.zeros((size, size), dtype=np.uint8)
+        mask[size // 4: size // 2, size // 4: size // 2] = label_value
+        Image.fromarray(mask, mode="L").save(folder / f"{name}.png")
+
+
+def read_metrics(out_dir):
+    metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
+    metrics.pop("train_seconds")
+    return metrics
+
+
+def interrupt_at_epoch(monkeypatch, train_module, epoch):
+    """Make train_module's next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
+    real = train_module.train_one_epoch
+
+    def interrupted(*args, desc, **kwargs):
+        if desc == f"epoch {epoch}":
+            raise KeyboardInterrupt
+        return real(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
+    return lambda: monkeypatch.setattr(train_module, "train_one_epoch", real)

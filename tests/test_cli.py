@@ -1,0 +1,84 @@
+"""Millisecond tests of the command-line plumbing: recipes, flag precedence, the learning-rate schedule."""
+import math
+import subprocess
+import sys
+
+import pytest
+
+from common.ablation import as_flags, cumulative
+from common.training import lr_schedule
+from q1_fashion import train as q1_train
+from q2_segmentation import train as q2_train
+from tests.helpers import REPO
+
+
+def test_a_flag_beats_the_recipe_and_the_recipe_fills_the_rest():
+    config = q1_train.make_config(q1_train.parse_args(["--lr", "0.3", "--no-augment", "--width", "8"]))
+    assert config["lr"] == 0.3 and config["augment"] is False and config["width"] == 8  # the flags
+    recipe = q1_train.RECIPES["improved"]
+    assert config["epochs"] == recipe["epochs"] and config["depth"] == recipe["depth"]  # the recipe
+    basenet = q1_train.make_config(q1_train.parse_args(["--model", "basenet"]))
+    assert basenet["lr"] == q1_train.RECIPES["basenet"]["lr"] and basenet["schedule"] == "constant"
+    q2 = q2_train.make_config(q2_train.parse_args(["--backbone", "efficientnet_lite0", "--epochs", "3"]))
+    assert q2["epochs"] == 3 and q2["max_scale"] == q2_train.RECIPES["improved"]["max_scale"]
+
+
+def test_recipes_are_a_base_plus_overrides():
+    base = q1_train.BASE
+    assert q1_train.RECIPES["basenet"] == base
+    for recipe in (*q1_train.RECIPES.values(), *q2_train.RECIPES.values()):
+        assert "optimizer" in recipe
+    assert set(q2_train.RECIPE) <= set(q2_train.RECIPES["improved"])
+
+
+def test_family_switches_for_another_model_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        q1_train.parse_args(["--model", "basenet", "--width", "8", "--no-batchnorm"])
+    assert exit_info.value.code == 2
+    assert "--width, --batchnorm only apply to --model improved" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        q2_train.parse_args(["--model", "improved", "--stepwise"])
+    assert "--stepwise only apply to --model ladder" in capsys.readouterr().err
+    q1_train.parse_args(["--model", "improved", "--width", "8"])  # the family itself takes them
+
+
+def test_onecycle_schedule_values():
+    multiplier = lr_schedule("onecycle", total_steps=100, warmup_fraction=0.2)
+    assert multiplier(0) == pytest.approx(0.1)  # warm-up starts at a tenth of the peak
+    assert multiplier(10) == pytest.approx(0.1 + 0.9 * 10 / 20)
+    assert multiplier(20) == pytest.approx(1.0)  # end of warm-up: the peak
+    assert multiplier(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 40 / 80)))
+    assert multiplier(100) == pytest.approx(0.0)  # cosine down to zero at the end
+    assert lr_schedule("constant", 100)(57) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_schedule("step", 100)
+
+
+def test_ablation_steps_accumulate_one_change_each():
+    ladder = cumulative([("baseline (plain)", {"augment": False, "width": 6}), ("+ augmentation", {"augment": True}),
+                         ("+ width", {"width": 32}), ("other model", {"model": "improved", "width": None})])
+    assert [slug for _, slug, _ in ladder] == ["1_baseline", "2_augmentation", "3_width", "4_other_model"]
+    assert ladder[1][2] == {"augment": True, "width": 6}
+    assert ladder[2][2] == {"augment": True, "width": 32}
+    assert ladder[3][2] == {"augment": True, "model": "improved"}
+    assert as_flags({"augment": True, "batchnorm": False, "dropout": 0.2}) == ["--augment", "--no-batchnorm",
+                                                                              "--dropout", "0.2"]
+
+
+@pytest.mark.parametrize("script", ["q1_fashion/train.py", "q2_segmentation/train.py"])
+def test_scripts_start_from_any_directory(tmp_path, script):
+    # from another directory by absolute path, and from inside the script's own folder
+    for cwd, path in ((tmp_path, REPO / script), (REPO / script.split("/")[0], script.split("/")[1])):
+        result = subprocess.run([sys.executable, str(path), "--help"], cwd=cwd, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("usage:")
+
+
+def test_default_folders_are_the_repositorys_and_typed_paths_are_the_users(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = q1_train.parse_args(["--model", "basenet"])
+    assert args.data_dir == REPO / "data"
+    assert args.out_dir == REPO / "results" / "q1_fashion" / "basenet"
+    assert args.checkpoint_dir == REPO / "checkpoints" / "q1_fashion" / "basenet"
+    typed = q2_train.parse_args(["--data-dir", "mine", "--out-dir", "out"])
+    assert typed.data_dir.resolve() == tmp_path / "mine" and typed.out_dir.resolve() == tmp_path / "out"

@@ -1,0 +1,1 @@
+"""Tools that span both questions: data preparation, the submission checker, the report."""
