@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from bench.timing import alternate, median_ratio
-from common.training import lr_schedule, train_one_epoch
+from common.training import batch_bounds, lr_schedule, train_one_epoch
 from q1_fashion import train as q1_train
 from q1_fashion.data import batches, load_fashion_mnist, locate_fashion_mnist
 from q1_fashion.models import build_model
@@ -66,7 +66,7 @@ def project_rate(model_name, train_images, train_labels):
     model = build_model(config).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                 nesterov=config["nesterov"], weight_decay=config["weight_decay"])
-    steps = -(-len(train_images) // config["batch_size"])
+    steps = len(batch_bounds(len(train_images), config["batch_size"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config["schedule"], steps))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
     began = time.perf_counter()

@@ -6,7 +6,7 @@ Project: images and masks decoded once into uint8 tensors (the one-time decode i
 batched flip augmentation and normalisation, channels-last, batch 16 (the recipe), validation under
 inference_mode in batches of 32 with the uint8 quantisation train.py applies.
 Same model on both sides (default: --backbone efficientnet_lite0 --model baseline), same optimizer.
-Also times the AP/IoU computation on the full val set (5 M pixels).
+Also times the AP/IoU computation on the full val set (5 M pixels), with the course's tie order and the fast one.
 
     python bench/q2_epoch.py [--train-images 700] [--rounds 2]
 """
@@ -22,7 +22,7 @@ from torchvision import transforms
 
 from bench.timing import alternate, median_ratio
 from common.metrics import quantize_probabilities, segmentation_scores
-from common.training import lr_schedule, train_one_epoch
+from common.training import batch_bounds, lr_schedule, train_one_epoch
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import batches, list_items, load_split
 from q2_segmentation.models import build_model
@@ -77,12 +77,13 @@ def project_epoch(config, train, val):
     model, optimizer = make_model(config)
     model = model.to(memory_format=torch.channels_last)
     batch_size = q2_train.RECIPE["batch_size"]
-    steps = -(-len(train.names) // batch_size)
+    steps = len(batch_bounds(len(train.names), batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule("constant", steps))
     began = time.perf_counter()
-    train_one_epoch(model, batches(train, batch_size, model.normalize, True, torch.device("cpu")), optimizer,
+    train_one_epoch(model, batches(train, batch_size, model.normalize, True), optimizer,
                     scheduler, nn.CrossEntropyLoss(), num_batches=steps, desc="project")
-    q2_train.evaluate(model, val, torch.device("cpu"))  # includes computing AP/IoU, as train.py does
+    # per-epoch validation as train.py runs it: predictions, quantisation, AP (fast order) and IoU
+    q2_train.evaluate(model, val, torch.device("cpu"), {"tta": False, "precision": "fp32"}, exact=False)
     return 1.0 / (time.perf_counter() - began)
 
 
@@ -113,13 +114,16 @@ def main():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(100, 6, 224, 224)).astype(np.float32)
     scores = quantize_probabilities(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
-    timings = []
+    timings = {True: [], False: []}
     for _ in range(3):
-        began = time.perf_counter()
-        segmentation_scores(scores, val.labels.numpy(), 6)
-        timings.append(time.perf_counter() - began)
+        for exact in (True, False):
+            began = time.perf_counter()
+            segmentation_scores(scores, val.labels.numpy(), 6, exact=exact)
+            timings[exact].append(time.perf_counter() - began)
     print(f"epoch_ratio: {median_ratio(project, starter):.2f}")
-    print(f"metrics_seconds: {sorted(timings)[1]:.2f}")
+    # exact: the course's own tie order (checker, final printout); fast: stable order (per-epoch validation)
+    print(f"metrics_seconds_exact: {sorted(timings[True])[1]:.2f}")
+    print(f"metrics_seconds_fast: {sorted(timings[False])[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 from common.cli import positive_int
 from common.paths import CHECKPOINTS_DIR, DATA_DIR, RESULTS_DIR
 from common.plotting import plot_bars
-from common.runtime import atomic_path
+from common.runtime import write_text
 
 
 def add_ablation_arguments(parser, question, default_epochs):
@@ -72,8 +72,7 @@ def run_ladder(steps, train_main, common_args, results_root, checkpoints_root, c
     for row in rows:
         values = " | ".join(f"{row[key]:.4f}" if row[key] < 1 else f"{row[key]:.2f}" for key, _ in columns)
         table.append(f"| {row['component']} | {row['params']:,} | {row['epochs']} | {values} |")
-    with atomic_path(Path(results_root) / "ablation.md") as tmp:
-        tmp.write_text("\n".join(table) + "\n")
+    write_text(Path(results_root) / "ablation.md", "\n".join(table) + "\n")
     key, heading = columns[0]
     plot_bars([row["component"] for row in rows], [row[key] for row in rows],
               Path(results_root) / "ablation.png", ylabel=heading, title="ablation, each step adds to the last")

@@ -1,11 +1,12 @@
-"""Checkpoints: one dict {model, optimizer, scheduler, epoch, best, history, config, rng, ema}, written atomically."""
+"""Checkpoints: one dict {model, optimizer, scheduler, epoch, best, history, config, rng, ema, scaler},
+written atomically."""
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.runtime import UserError, atomic_path
+from common.runtime import UserError, save_torch
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "best", "history", "config", "rng")
 
@@ -29,8 +30,8 @@ def restore_rng(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, config, ema=None):
-    state = {
+def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, config, ema=None, scaler=None):
+    save_torch(path, {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -40,23 +41,17 @@ def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, 
         "config": config,
         "rng": capture_rng(),
         "ema": ema.state_dict() if ema is not None else None,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    })
 
 
 def prediction_weights(state):
     """The weights to evaluate and predict with: the moving average when the run kept one."""
-    if state.get("ema") is None:
-        return state["model"]
-    return {key[len("module."):]: value for key, value in state["ema"].items() if key.startswith("module.")}
+    return state["model"] if state.get("ema") is None else state["ema"]["module"]
 
 
-def load_checkpoint(path, expect, hint):
-    """Load a checkpoint, checking that its config matches `expect` (e.g. {"model": "basenet"}).
-
-    `hint` says how to produce the missing checkpoint, for the error line.
-    """
+def load_checkpoint(path, hint):
+    """Load one of this project's checkpoints; `hint` says how to produce a missing one, for the error line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; {hint}")
@@ -67,11 +62,14 @@ def load_checkpoint(path, expect, hint):
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise UserError(f"{path} is not one of this project's checkpoints (no {', '.join(missing)})")
-    config = state["config"]
-    for key, wanted in expect.items():
-        if config.get(key) != wanted:
-            raise UserError(
-                f"{path} was trained with {key}={config.get(key)!r}, not {wanted!r}; "
-                f"pass the matching --{key.replace('_', '-')} or another --checkpoint-dir"
-            )
     return state
+
+
+def load_weights(model, weights, path):
+    """model.load_state_dict(weights), with a network that does not fit the checkpoint as one clear line."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise UserError(f"{path} does not fit this network ({first[0] if first else error}); was it trained "
+                        "with other switches?") from None

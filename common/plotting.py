@@ -2,10 +2,12 @@
 
 matplotlib's object API (Figure, not pyplot) needs no GUI backend and keeps no global figure state.
 """
+import io
+
 import numpy as np
 from matplotlib.figure import Figure
 
-from common.runtime import atomic_path
+from common.runtime import write_atomically
 
 
 def _subplots(*args, **kwargs):
@@ -14,8 +16,9 @@ def _subplots(*args, **kwargs):
 
 
 def _save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    write_atomically(path, buffer.getbuffer())
 
 
 def plot_curves(history, panels, path, title=None):

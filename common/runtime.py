@@ -21,11 +21,19 @@ class UserError(Exception):
 
 
 def run_cli(main, argv=None):
-    """Run a script's main(), turning UserError into `error: ...` on stderr and exit code 2."""
+    """Run a script's main(), turning UserError into `error: ...` on stderr and exit code 2.
+
+    A GPU running out of memory is the user's to fix too (a smaller batch), so it gets the same one line.
+    """
     try:
         return main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except torch.OutOfMemoryError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+        print(f"error: the GPU ran out of memory ({first_line}); try a smaller --batch-size. The last saved "
+              "checkpoint is intact (continue with --resume)", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("interrupted; the last saved checkpoint is intact (continue with --resume)", file=sys.stderr)
@@ -58,34 +66,51 @@ def prepare_dir(path, flag):
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path in the same directory; it replaces `path` only if the block succeeds.
+def write_atomically(path, data):
+    """Write the bytes `data` to `path` through a temporary file in the same folder and os.replace.
 
-    os.replace within one directory is atomic, so a crash or kill -9 leaves either the old file or
-    the new one, never a half-written file.
+    os.replace within one folder is atomic, so a crash or kill -9 leaves the old file or the new one,
+    never half of one. If the write fails (a full disk: ENOSPC, EIO), the previous file is untouched,
+    the temporary file is removed and the run stops with one line naming the file and the cause.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
-        yield Path(tmp)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk may only say so when the data reaches it
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as error:
+        kept = "the previous file is intact" if path.exists() else "nothing was written"
+        raise UserError(f"cannot write {path}: {error.strerror or error} ({kept})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
+def write_text(path, text):
+    write_atomically(path, text.encode())
+
+
 def write_json(path, obj):
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def save_npy(path, array):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_atomically(path, buffer.getbuffer())
+
+
+def save_torch(path, obj):
+    """torch.save, atomically. Serialised in memory first: torch's own file writer turns a full disk into an
+    unrelated RuntimeError, while a plain write reports ENOSPC as such."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(path, buffer.getbuffer())
 
 
 def describe_model(model, input_size, out_dir=None):
@@ -104,19 +129,10 @@ def describe_model(model, input_size, out_dir=None):
     table = buffer.getvalue()
     print(table, end="")
     if out_dir is not None:
-        (Path(out_dir) / "model.txt").write_text(str(model) + "\n")
-        (Path(out_dir) / "summary.txt").write_text(table)
+        write_text(Path(out_dir) / "model.txt", str(model) + "\n")
+        write_text(Path(out_dir) / "summary.txt", table)
     return table
 
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
-
-
-def start_run(args, seed):
-    """What every training run does first: pick the device, prove both output folders writable, seed."""
-    device = pick_device(args.device)
-    out_dir = prepare_dir(args.out_dir, "--out-dir")
-    checkpoint_dir = prepare_dir(args.checkpoint_dir, "--checkpoint-dir")
-    seed_everything(seed)
-    return device, out_dir, checkpoint_dir

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from common.runtime import UserError
+from common.training import batch_bounds
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -132,10 +133,13 @@ def augment(images, max_shift=2):
 
 
 def batches(images, labels, batch_size, shuffle=True, augmented=False):
-    """Yield normalised (input, label) batches of in-memory tensors, in a fresh random order."""
+    """Yield normalised (input, label) batches of in-memory tensors, in a fresh random order.
+
+    A last batch of one joins the batch before it (BatchNorm cannot train on one image).
+    """
     order = torch.randperm(len(images), device=images.device) if shuffle else torch.arange(len(images))
-    for start in range(0, len(images), batch_size):
-        index = order[start:start + batch_size]
+    for start, end in batch_bounds(len(images), batch_size):
+        index = order[start:end]
         chunk = images[index]
         if augmented:
             chunk = augment(chunk)

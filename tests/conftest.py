@@ -1,6 +1,7 @@
 """Fixtures: the real course data (data/ prepared, or ../shared beside the repo) and tiny synthetic sets."""
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import REPO, write_segmentation_item
 
@@ -28,3 +29,13 @@ def tiny_course_data(tmp_path):
     (root / "fashion").mkdir()
     np.save(root / "fashion" / "fashion_secret_test_data.npy", np.zeros((2000, 28, 28), np.uint8))
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped where PyTorch sees no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU: the CUDA path is untested on this machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

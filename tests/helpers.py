@@ -35,3 +35,12 @@ def interrupt_at_epoch(monkeypatch, train_module, epoch):
 
     monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
     return lambda: monkeypatch.setattr(train_module, "train_one_epoch", real)
+
+
+def add_cloud_drive_copies(train):
+    """What a download through a cloud drive leaves in a split folder besides the course's files."""
+    for name in ("1.jpg", "1.png"):
+        (train / name.replace("1.", "1(1).")).write_bytes((train / name).read_bytes())  # identical copies
+    (train / "1 (1).jpg").write_bytes((train / "2.jpg").read_bytes())  # a "copy" that differs from 1.jpg
+    (train / "Copy of 2.jpg").write_bytes((train / "2.jpg").read_bytes())
+    (train / ".DS_Store").write_bytes(b"\x00")

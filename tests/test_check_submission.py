@@ -75,3 +75,26 @@ def test_scoring_with_labels_prints_course_format(tmp_path, capsys):
     assert f"Accuracy of the final network on the test images: {expected_accuracy:.2f} %" in out
     per_class = [100 * np.mean(predicted[labels == c] == c) for c in range(10)]
     assert format_classification(expected_accuracy, per_class, CLASSES, "test") in out
+
+
+def test_the_split_comes_from_the_shape_not_from_words_in_the_name(tmp_path, capsys):
+    # a valid test file whose name happens to contain "val"
+    assert check(tmp_path, "Q1_label_predictions_eval.npy", softmax_rows(2000)) == 0
+    assert "a valid Q1 test prediction file" in capsys.readouterr().out
+    # 5,000 rows under any name: the val split
+    assert check(tmp_path, "mine.npy", softmax_rows(5000)) == 0
+    assert "a valid Q1 val prediction file" in capsys.readouterr().out
+    # Q2 val and test have the same shape: test unless --split val
+    assert check(tmp_path, "Q2_sseg_val_predictions.npy", valid_q2_file(seed=1)) == 0
+    assert "a valid Q2 test prediction file" in capsys.readouterr().out
+    assert check(tmp_path, "whatever.npy", valid_q2_file(seed=1), "--split", "val") == 0
+    assert "a valid Q2 val prediction file" in capsys.readouterr().out
+
+
+def test_scoring_a_test_file_without_labels_is_a_clear_error(tmp_path, course_data):
+    with pytest.raises(check_submission.UserError, match="the secret test set has no labels here"):
+        check(tmp_path, "Q1_label_predictions.npy", softmax_rows(2000), "--data-dir", str(course_data))
+    with pytest.raises(check_submission.UserError, match="the secret test set has no labels here"):
+        check(tmp_path, "Q1_x.npy", softmax_rows(5000), "--data-dir", str(course_data), "--split", "test")
+    with pytest.raises(check_submission.UserError, match=r"Q2 test split has no labels .*pass --split val"):
+        check(tmp_path, "Q2_sseg_val_predictions.npy", valid_q2_file(), "--data-dir", str(course_data))

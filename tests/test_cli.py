@@ -80,5 +80,5 @@ def test_default_folders_are_the_repositorys_and_typed_paths_are_the_users(tmp_p
     assert args.data_dir == REPO / "data"
     assert args.out_dir == REPO / "results" / "q1_fashion" / "basenet"
     assert args.checkpoint_dir == REPO / "checkpoints" / "q1_fashion" / "basenet"
-    typed = q2_train.parse_args(["--data-dir", "mine", "--out-dir", "out"])
+    typed = q1_train.parse_args(["--data-dir", "mine", "--out-dir", "out"])
     assert typed.data_dir.resolve() == tmp_path / "mine" and typed.out_dir.resolve() == tmp_path / "out"

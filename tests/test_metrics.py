@@ -6,6 +6,7 @@ from common.metrics import (
     accuracy,
     average_precision,
     confusion_matrix,
+    course_average_precision,
     format_classification,
     format_segmentation,
     iou_from_confusion,
@@ -121,3 +122,38 @@ def test_course_printouts():
     lines = format_classification(91.5, [90.0, 93.0], ["Shirt", "Bag"]).splitlines()
     assert lines[0] == "Accuracy of the final network on the val images: 91.50 %"
     assert lines[2].startswith("Accuracy of") and lines[2].endswith("Bag : 93.00 %")
+
+
+def course_rule_ap(scores, targets):
+    """The course's rule, written out independently: rank by numpy's default argsort of the float64
+    scores, reversed; precision and recall at every rank; VOC envelope over the recall steps."""
+    order = np.argsort(np.asarray(scores, dtype=np.float64).ravel())[::-1]
+    hits = np.asarray(targets, dtype=np.float64).ravel()[order]
+    tp = np.cumsum(hits)
+    recall = np.vstack(([[0.0]], (tp / hits.sum()).reshape(-1, 1), [[1.0]]))
+    precision = np.vstack(([[0.0]], (tp / np.cumsum(np.ones_like(hits))).reshape(-1, 1), [[0.0]]))
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    steps = np.where(recall[1:] != recall[:-1])[0] + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def test_exact_ap_follows_the_course_tie_order():
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 6, 20_000).astype(np.uint8)  # six distinct values: every rank is a tie
+    targets = rng.random(20_000) < 0.3 + 0.1 * scores
+    exact = course_average_precision(scores, targets)
+    assert exact == course_rule_ap(scores, targets)
+    # the stable order breaks the ties another way, so the fast AP differs: the tie order matters here
+    assert average_precision(scores, targets) != pytest.approx(exact, abs=1e-6)
+    # without ties both orders rank alike
+    distinct = rng.permutation(20_000).astype(np.float64)
+    assert course_average_precision(distinct, targets) == pytest.approx(average_precision(distinct, targets))
+
+
+def test_segmentation_scores_exact_by_default():
+    rng = np.random.default_rng(6)
+    scores = rng.integers(0, 43, (2, 6, 16, 16)).astype(np.uint8)
+    labels = rng.integers(0, 6, (2, 16, 16))
+    ap, _ = segmentation_scores(scores, labels, 6)
+    assert list(ap) == [course_rule_ap(scores[:, c], labels == c) for c in range(6)]

@@ -3,6 +3,7 @@ import shutil
 import pytest
 
 from common.runtime import UserError
+from tests.helpers import add_cloud_drive_copies
 from tools.prepare_data import prepare
 
 
@@ -32,3 +33,13 @@ def test_bad_sources(tmp_path, tiny_course_data):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no classes.txt here or one level down"):
         prepare(tmp_path / "empty", tmp_path / "d")
+
+
+def test_cloud_drive_copies_are_not_copied(tmp_path, tiny_course_data, capsys):
+    add_cloud_drive_copies(tiny_course_data / "train")
+    target = prepare(tiny_course_data, tmp_path / "repo-data")
+    names = sorted(p.name for p in (target / "train").iterdir())
+    assert names == ["0.jpg", "0.png", "1.jpg", "1.png", "2.jpg", "2.png"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "ignored 5 files not named N.jpg/N.png" in warnings[0]
+    assert warnings[0].endswith("; not copied")

@@ -179,3 +179,73 @@ def test_resume_with_larger_epochs_trains_only_new_epochs(tmp_path, course_data,
     printed = capsys.readouterr().out
     assert "epoch   1/2" not in printed and "epoch   2/2" in printed
     assert [r["epoch"] for r in torch.load(ckpt / "last.pt", weights_only=False)["history"]] == [1, 2]
+
+
+def test_a_last_batch_of_one_image_trains(tmp_path, course_data):
+    # 257 = 256 + 1: the last batch would hold one image, on which BatchNorm1d cannot train
+    out, ckpt = run_q1(tmp_path, "one", "--width", "4", "--epochs", "1", "--limit", "257", "--no-tta",
+                       course_data=course_data)
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_resume_refuses_changed_settings_in_one_line(tmp_path, course_data, capsys):
+    common = ("--model", "improved", "--width", "4", "--limit", "600", "--batch-size", "128")
+    run_q1(tmp_path, "r", *common, "--epochs", "1", course_data=course_data)
+    capsys.readouterr()
+    argv = ["--data-dir", str(course_data), "--out-dir", str(tmp_path / "r" / "out"),
+            "--checkpoint-dir", str(tmp_path / "r" / "ckpt"), "--resume", "--epochs", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        q1_train.run_cli(q1_train.main, [*argv, *common[:4], "--limit", "500", "--lr", "0.3", "--ema-decay", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert "was trained with --lr 0.1 --ema-decay 0.995 --limit 600, not --lr 0.3 --ema-decay 0.0 --limit 500" in err[0]
+    # settings not given are the checkpoint's own: --width 4 and --batch-size 128 carry over
+    q1_train.main([*argv, "--width", "4"])
+    config = json.loads((tmp_path / "r" / "out" / "metrics.json").read_text())["config"]
+    assert config["batch_size"] == 128 and config["limit"] == 600 and config["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_a_resumed_run_takes_its_new_schedule_from_the_first_step(tmp_path, course_data, monkeypatch):
+    common = ("--model", "improved", "--width", "4", "--limit", "512", "--batch-size", "128", "--no-tta")
+    run_q1(tmp_path, "s", *common, "--epochs", "1", course_data=course_data)
+    seen = []
+    real = q1_train.train_one_epoch
+
+    def record(model, batches, optimizer, *args, **kwargs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return real(model, batches, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(q1_train, "train_one_epoch", record)
+    run_q1(tmp_path, "s", *common, "--epochs", "3", "--resume", course_data=course_data)
+    steps = 4  # 512 images in batches of 128
+    expected = 0.1 * q1_train.lr_schedule("onecycle", 3 * steps)(steps)
+    assert seen[0] == pytest.approx(expected)  # the old one-epoch schedule had ended at lr 0
+    assert expected > 0.05
+
+
+@pytest.mark.slow
+def test_final_trains_on_all_60000_images_and_says_so(tmp_path, course_data, capsys):
+    out, ckpt = run_q1(tmp_path, "f", "--model", "basenet", "--epochs", "1", "--final", course_data=course_data)
+    printed = capsys.readouterr().out
+    assert "train 60000 images" in printed and "not a held-out figure" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final"] is True and metrics["config"]["final"] is True
+    assert [r.keys() for r in metrics["history"]] == [{"epoch", "train_loss"}]  # no val pick of an epoch
+    assert (ckpt / "last.pt").is_file() and not (ckpt / "best.pt").exists()
+    assert np.load(out / "Q1_label_predictions.npy").shape == (2000, 10)
+    assert q1_train.parse_args(["--final"]).out_dir.name == "improved-final"  # its own folder by default
+
+
+@pytest.mark.slow
+def test_resume_under_bf16_matches_an_uninterrupted_run(tmp_path, course_data, monkeypatch):
+    monkeypatch.setattr("common.precision.cpu_flags", lambda: {"avx512_bf16"})  # bf16 runs (emulated) anywhere
+    common = ("--width", "4", "--epochs", "2", "--limit", "1000", "--batch-size", "128", "--precision", "bf16")
+    straight, _ = run_q1(tmp_path, "straight", *common, course_data=course_data)
+    assert read_metrics(straight)["precision"] == "bf16"
+    undo = interrupt_at_epoch(monkeypatch, q1_train, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_q1(tmp_path, "resumed", *common, course_data=course_data)
+    undo()
+    resumed, _ = run_q1(tmp_path, "resumed", *common, "--resume", course_data=course_data)
+    assert read_metrics(resumed) == read_metrics(straight)

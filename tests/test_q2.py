@@ -8,10 +8,11 @@ from PIL import Image
 
 from common.metrics import format_segmentation, segmentation_scores
 from common.runtime import UserError, count_parameters
+from common.training import flip_averaged_softmax
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, augment, list_items, load_split, read_classes
 from q2_segmentation.models import BACKBONES, MODELS, build_model, build_trunk
-from tests.helpers import interrupt_at_epoch, read_metrics, write_segmentation_item
+from tests.helpers import add_cloud_drive_copies, interrupt_at_epoch, read_metrics, write_segmentation_item
 from tools import check_submission
 
 
@@ -94,7 +95,8 @@ def test_evaluate_scores_exactly_the_floored_softmax_it_returns(tiny_course_data
     torch.manual_seed(0)
     model = build_model(dict(backbone="efficientnet_lite0", model="baseline", pretrained=False)).eval()
     val = load_split(tiny_course_data, "val")
-    quantized, ap, iou = q2_train.evaluate(model, val, torch.device("cpu"), batch_size=1)
+    config = {"tta": False, "precision": "fp32"}
+    quantized, ap, iou = q2_train.evaluate(model, val, torch.device("cpu"), config, batch_size=1)
     with torch.no_grad():
         expected = model(model.normalize(val.images)).softmax(dim=1).numpy()
     assert quantized.dtype == np.uint8 and quantized.shape == (2, 6, 224, 224)
@@ -182,7 +184,8 @@ def test_smoke_one_epoch_on_16_images_writes_every_output(tmp_path, course_data,
     assert metrics["val_mAP"] == ap.mean() and metrics["val_mIoU"] == iou.mean()
     # and the submission checker prints exactly train.py's course printout for that file
     printed = capsys.readouterr().out
-    assert check_submission.main([str(out / "Q2_sseg_val_predictions.npy"), "--data-dir", str(course_data)]) == 0
+    assert check_submission.main([str(out / "Q2_sseg_val_predictions.npy"), "--data-dir", str(course_data),
+                                 "--split", "val"]) == 0
     checked = capsys.readouterr().out
     course_printout = format_segmentation(list(metrics["val_ap"].values()), list(metrics["val_iou"].values()),
                                           CLASSES)
@@ -213,16 +216,64 @@ def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch):
 def test_checkpoint_of_another_backbone_is_refused(tmp_path, tiny_course_data):
     run_q2(tmp_path, "a", "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "1",
            data_dir=tiny_course_data)
-    with pytest.raises(UserError, match="was trained with backbone='efficientnet_lite0', not 'resnet18'"):
+    with pytest.raises(UserError, match="was trained with --backbone efficientnet_lite0, not --backbone resnet18"):
         q2_train.main(["--data-dir", str(tiny_course_data), "--backbone", "resnet18", "--model", "baseline",
                        "--no-pretrained", "--eval-only", "--out-dir", str(tmp_path / "a" / "out"),
                        "--checkpoint-dir", str(tmp_path / "a" / "ckpt")])
 
 
 def test_flip_tta_averages_the_softmax_of_image_and_mirror():
-    from q2_segmentation.models import FlipAveraged
     torch.manual_seed(0)
     net = torch.nn.Conv2d(3, 6, 3, padding=1)
     x = torch.randn(2, 3, 8, 8)
     expected = (net(x).softmax(1) + net(x.flip(-1)).flip(-1).softmax(1)) / 2
-    torch.testing.assert_close(FlipAveraged(net)(x).softmax(1), expected)
+    torch.testing.assert_close(flip_averaged_softmax(net, x, dense=True), expected)
+
+
+@pytest.mark.slow
+def test_every_network_switch_is_checked_against_the_checkpoint(tmp_path, tiny_course_data):
+    base = ("--backbone", "efficientnet_lite0", "--model", "ladder", "--dilated", "--epochs", "1")
+    run_q2(tmp_path, "l", *base, "--batchnorm", "--stepwise", data_dir=tiny_course_data)
+    with pytest.raises(UserError, match="was trained with --stepwise, not --no-stepwise"):
+        run_q2(tmp_path, "l", *base, "--batchnorm", "--no-stepwise", "--eval-only", data_dir=tiny_course_data)
+    with pytest.raises(UserError, match="was trained with --batchnorm, not --no-batchnorm"):
+        run_q2(tmp_path, "l", *base, "--no-batchnorm", "--stepwise", "--eval-only", data_dir=tiny_course_data)
+    # not given: the checkpoint's own switches, recorded as trained
+    out, _ = run_q2(tmp_path, "l", "--backbone", "efficientnet_lite0", "--model", "ladder", "--eval-only",
+                    data_dir=tiny_course_data)
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["dilated"], config["batchnorm"], config["stepwise"]) == (True, True, True)
+
+
+@pytest.mark.slow
+def test_eval_only_uses_and_records_the_tta_it_was_given(tmp_path, tiny_course_data):
+    common = ("--backbone", "efficientnet_lite0", "--model", "baseline")
+    out, _ = run_q2(tmp_path, "t", *common, "--epochs", "1", "--no-tta", data_dir=tiny_course_data)
+    trained = np.load(out / "Q2_sseg_val_predictions.npy")
+    run_q2(tmp_path, "t", *common, "--eval-only", "--tta", data_dir=tiny_course_data)
+    assert json.loads((out / "metrics.json").read_text())["config"]["tta"] is True
+    with_tta = np.load(out / "Q2_sseg_val_predictions.npy")
+    assert not np.array_equal(with_tta, trained)
+    run_q2(tmp_path, "t", *common, "--eval-only", data_dir=tiny_course_data)  # not given: as trained
+    assert json.loads((out / "metrics.json").read_text())["config"]["tta"] is False
+    np.testing.assert_array_equal(np.load(out / "Q2_sseg_val_predictions.npy"), trained)
+
+
+@pytest.mark.slow
+def test_final_trains_on_train_plus_val(tmp_path, tiny_course_data, capsys):
+    out, ckpt = run_q2(tmp_path, "f", "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "1",
+                       "--final", data_dir=tiny_course_data)
+    assert "train 5 images (train + val: --final)" in capsys.readouterr().out  # 3 train + 2 val
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final"] is True and not (ckpt / "best.pt").exists()
+
+
+def test_cloud_drive_copies_are_left_out_with_one_warning(tiny_course_data, capsys):
+    add_cloud_drive_copies(tiny_course_data / "train")
+    split = load_split(tiny_course_data, "train")
+    assert split.names == ["0", "1", "2"] and split.images.shape[0] == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"warning: ignored 5 files not named N.jpg/N.png in {tiny_course_data / 'train'} "
+                             "(e.g. ")
+    assert "1 of them differ from the file they copy (e.g. 1 (1).jpg vs 1.jpg)" in err[0]

@@ -48,7 +48,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, course_data, capsys):
     capsys.readouterr()
     code, err = cli(q1_train.main, q1_args(tmp_path, course_data, "--model", "report_best", "--eval-only"), capsys)
     assert code == 2 and len(err) == 1
-    assert "was trained with model='basenet', not 'report_best'" in err[0]
+    assert "was trained with --model basenet, not --model report_best" in err[0]
 
 
 def test_damaged_checkpoint_is_reported(tmp_path, course_data, capsys):

@@ -6,9 +6,11 @@
     cs543-check .../Q2_sseg_val_predictions.npy --data-dir data --split val
     cs543-check FILE --labels labels.npy          # Q1, any labelled set
 
-The question is recognised by the file name (Q1_... / Q2_...) or else by the array's shape. Test files
-must have the autograder's shape; files with "val" in the name are validation predictions. Exit code 0
-only for a valid file; each problem is printed on one line.
+The question is recognised by the array's shape ((N, 10): Q1; (N, 6, H, W): Q2), else by the file name
+(Q1_... / Q2_...). The split by the number of rows: a Q1 file of 5,000 rows predicts val, any other Q1
+file is checked as the 2,000-row secret test file; Q2's val and test both have 100 images, so a Q2 file
+is checked as test unless --split val says otherwise. Never by words in the file name. Exit code 0 only
+for a valid file; each problem is printed on one line. AP is computed with the course's own tie order.
 """
 import argparse
 import sys
@@ -27,17 +29,23 @@ EXPECTED_ITEMS = {("q1", "test"): 2000, ("q1", "val"): 5000, ("q2", "test"): 100
 
 
 def identify(path, array):
-    name = Path(path).name.lower()
-    if name.startswith("q1"):
-        return "q1"
-    if name.startswith("q2"):
-        return "q2"
     if array.ndim == 2 and array.shape[1] == 10:
         return "q1"
     if array.ndim == 4 and array.shape[1] == 6:
         return "q2"
+    name = Path(path).name.lower()
+    if name.startswith(("q1", "q2")):
+        return name[:2]
     raise UserError(f"{path}: cannot tell Q1 from Q2: name it Q1_... or Q2_..., or give it shape "
                     f"(N, 10) or (N, 6, 224, 224); got shape {array.shape}")
+
+
+def which_split(question, array, requested):
+    """--split when given; else a Q1 file of 5,000 rows predicts val, and anything else is a test file."""
+    if requested:
+        return requested
+    rows = array.shape[0] if array.ndim else 0
+    return "val" if question == "q1" and rows == EXPECTED_ITEMS["q1", "val"] else "test"
 
 
 def q1_problems(array, items):
@@ -73,12 +81,18 @@ def q2_problems(array, items):
     return []
 
 
-def load_q1_labels(args, items):
+NO_TEST_LABELS = ("the {what} has no labels here (the autograder keeps them): check the file's format without "
+                  "--data-dir, or score a val file")
+
+
+def load_q1_labels(args, split, items):
     if args.labels:
         try:
             labels = np.load(args.labels, allow_pickle=False)
         except Exception as error:
             raise UserError(f"--labels {args.labels}: not a readable .npy file ({error})") from None
+    elif split == "test":
+        raise UserError(NO_TEST_LABELS.format(what="secret test set"))
     else:
         images, all_labels = load_fashion_mnist(args.data_dir, download=False)
         labels = all_labels[split_indices(len(images))[1]].numpy()
@@ -95,9 +109,8 @@ def main(argv=None):
     parser.add_argument("--labels", type=Path, help="Q1: a .npy of true labels, one per row, to score against")
     parser.add_argument("--data-dir", type=Path, help="score against this course data folder's --split")
     parser.add_argument("--split", choices=("test", "val"),
-                        help="which split the file predicts (default: val if 'val' is in the name, else test)")
+                        help="which split the file predicts (default: Q1 by its rows, 5,000 = val; Q2: test)")
     args = parser.parse_args(argv)
-    split = args.split or ("val" if "val" in args.file.name.lower() else "test")
     if not args.file.is_file():
         raise UserError(f"{args.file}: file not found")
     try:
@@ -105,10 +118,15 @@ def main(argv=None):
     except Exception as error:
         raise UserError(f"{args.file}: not a readable .npy file ({type(error).__name__}: {error})") from None
     question = identify(args.file, array)
+    split = which_split(question, array, args.split)
     scoring = args.labels is not None or args.data_dir is not None
+    if scoring and question == "q2" and args.labels is not None:
+        raise UserError("--labels is for Q1; score a Q2 file with --data-dir DATA --split val")
+    if scoring and question == "q2" and split == "test":
+        raise UserError(NO_TEST_LABELS.format(what="Q2 test split") + " (pass --split val for a val file)")
     items = EXPECTED_ITEMS[question, split]
     if scoring and question == "q1":
-        labels = load_q1_labels(args, len(array))
+        labels = load_q1_labels(args, split, len(array))
         items = len(labels)
     problems = (q1_problems if question == "q1" else q2_problems)(array, items)
     for problem in problems:
@@ -122,12 +140,8 @@ def main(argv=None):
         print(format_classification(accuracy(predicted, labels), per_class_accuracy(predicted, labels, 10),
                                     Q1_CLASSES, split))
     elif scoring:
-        if args.labels is not None:
-            raise UserError("--labels is for Q1; score a Q2 file with --data-dir DATA --split val")
         labels = load_split(args.data_dir, split).labels
-        if labels is None:
-            raise UserError(f"the {split} split has no labels to score against")
-        ap, iou = segmentation_scores(array, labels.numpy(), len(Q2_CLASSES))
+        ap, iou = segmentation_scores(array, labels.numpy(), len(Q2_CLASSES), exact=True)
         print(format_segmentation(ap, iou, Q2_CLASSES))
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common.paths import DATA_DIR
 from common.runtime import UserError, run_cli
+from q2_segmentation.data import ignored_warning, split_files
 
 ENTRIES = ("classes.txt", "train", "val", "test", "fashion/fashion_secret_test_data.npy")
 
@@ -25,6 +26,17 @@ def find_root(folder):
         if (candidate / "classes.txt").is_file():
             return candidate
     raise UserError(f"{folder}: no classes.txt here or one level down; is this the course's data folder?")
+
+
+def copy_split(source, target):
+    """Copy a split folder's course files (N.jpg, N.png); leave out the rest, saying so in one line."""
+    course, other = split_files(source)
+    target.mkdir()
+    for path in course:
+        shutil.copyfile(path, target / path.name)
+    warning = ignored_warning(source, other)
+    if warning:
+        print(f"warning: {warning}; not copied", file=sys.stderr)
 
 
 def prepare(source, data_dir, link=False):
@@ -55,8 +67,7 @@ def prepare(source, data_dir, link=False):
         if link:
             target.symlink_to((root / entry).resolve())
         elif (root / entry).is_dir():
-            shutil.copytree(root / entry, target, copy_function=shutil.copyfile)
-            target.chmod(0o755)  # copytree copies the source folder's mode: keep the copy ours to replace
+            copy_split(root / entry, target)
         else:
             shutil.copyfile(root / entry, target)
         print(f"{'linked' if link else 'copied'} {root / entry} -> {target}")

@@ -17,7 +17,7 @@ from torch import nn
 
 from common.metrics import format_segmentation
 from common.paths import RESULTS_DIR
-from common.runtime import atomic_path, run_cli
+from common.runtime import run_cli, write_text
 from q1_fashion.models import MODELS as Q1_MODELS
 from q1_fashion.models import build_model as build_q1_model
 from q2_segmentation.models import build_model as build_q2_model
@@ -204,8 +204,7 @@ def build_report(results):
     lines += q1_section(results) + q2_section(results)
     text = "\n".join(lines) + "\n"
     results.mkdir(parents=True, exist_ok=True)
-    with atomic_path(results / "REPORT.md") as tmp:
-        tmp.write_text(text)
+    write_text(results / "REPORT.md", text)
     return text
 
 

@@ -1,0 +1,211 @@
+"""The shared training plumbing: batches, settings on resume, precision, the weight average, TTA, atomic writes."""
+import argparse
+import errno
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoint import save_checkpoint
+from common.cli import run_name, settle_config
+from common.precision import autocast, cpu_flags, resolve_precision
+from common.runtime import UserError, run_cli, save_npy, write_json
+from common.training import WeightAverage, batch_bounds, flip_averaged_softmax, predict_softmax
+from q2_segmentation import train as q2_train
+
+CPU = torch.device("cpu")
+
+
+def test_a_last_batch_of_one_joins_the_batch_before():
+    assert batch_bounds(257, 256) == [(0, 257)]
+    assert batch_bounds(512, 256) == [(0, 256), (256, 512)]
+    bounds = batch_bounds(55_000, 97)  # 55000 % 97 == 1
+    assert bounds[-1] == (97 * 566, 55_000) and len(bounds) == 567  # 566 full batches, then 97 + 1
+    assert all(end - start >= 2 for start, end in bounds)
+    assert sum(end - start for start, end in bounds) == 55_000
+    assert batch_bounds(5, 2) == [(0, 2), (2, 5)]
+    assert batch_bounds(4, 2) == [(0, 2), (2, 4)]
+
+
+def namespace(**given):
+    keys = ("epochs", "lr", "batch_size", "ema_decay", "tta", "seed", "limit", "width")
+    return argparse.Namespace(**{key: given.get(key) for key in keys})
+
+
+RECIPE = dict(epochs=30, lr=0.1, batch_size=256, ema_decay=0.995, tta=True, seed=0, limit=None, width=32)
+
+
+def test_settings_not_given_on_resume_are_the_checkpoints():
+    saved = dict(RECIPE, lr=0.3, limit=500, model="improved")
+    config = settle_config(namespace(epochs=40), RECIPE, {"model": "improved"}, saved, free=("epochs",))
+    assert config["lr"] == 0.3 and config["limit"] == 500 and config["epochs"] == 40
+
+
+def test_resume_refuses_every_changed_setting_in_one_line():
+    saved = dict(RECIPE, model="improved")
+    args = namespace(lr=0.05, batch_size=128, ema_decay=0.0, epochs=50)
+    with pytest.raises(UserError) as error:
+        settle_config(args, RECIPE, {"model": "improved"}, saved, free=("epochs",), checkpoint="ckpt/last.pt")
+    message = str(error.value)
+    assert message.startswith("ckpt/last.pt was trained with --lr 0.1 --batch-size 256 --ema-decay 0.995, "
+                              "not --lr 0.05 --batch-size 128 --ema-decay 0.0; --resume")
+    assert "epochs" not in message and "\n" not in message
+    with pytest.raises(UserError, match="was trained with --model improved, not --model basenet"):
+        settle_config(namespace(), RECIPE, {"model": "basenet"}, saved, free=("epochs",))
+
+
+def test_eval_only_lets_evaluation_settings_differ_and_records_them():
+    saved = dict(RECIPE, tta=False, model="improved")
+    config = settle_config(namespace(tta=True), RECIPE, {"model": "improved"}, saved, free=("epochs", "tta"),
+                           mode="--eval-only")
+    assert config["tta"] is True
+    with pytest.raises(UserError, match="--eval-only takes the run as it was trained"):
+        settle_config(namespace(width=8), RECIPE, {"model": "improved"}, saved, free=("epochs", "tta"),
+                      mode="--eval-only")
+
+
+def test_network_variants_get_their_own_run_folders():
+    ladder = q2_train.RECIPES["ladder"]
+    assert run_name("b_ladder", {}, ladder) == "b_ladder"
+    assert run_name("b_ladder", {"dilated": True, "batchnorm": True, "stepwise": True}, ladder) == \
+        "b_ladder-dilated-batchnorm-stepwise"
+    assert run_name("b_ladder", {"dilated": True, "stepwise": False}, ladder) == "b_ladder-dilated"
+    assert run_name("improved", {"width": 8, "batchnorm": False}, {"width": 32, "batchnorm": True}, final=True) == \
+        "improved-width8-no-batchnorm-final"
+    assert run_name("improved", {"width": 32}, {"width": 32}) == "improved"  # the recipe's own value
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: x\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx512f", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (set(), "fp32"),
+    ({"avx512f", "avx512_bf16"}, "fp32"),  # AVX512-BF16 alone measured slower than fp32
+    ({"avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
+])
+def test_auto_precision_on_a_cpu(flags, expected):
+    assert resolve_precision("auto", CPU, flags)[0] == expected
+    assert resolve_precision("fp32", CPU, flags)[0] == "fp32"
+
+
+def test_explicit_precisions_the_hardware_lacks_are_clear_errors():
+    with pytest.raises(UserError, match="--precision bf16: this CPU has no native bf16"):
+        resolve_precision("bf16", CPU, {"avx2"})
+    assert resolve_precision("bf16", CPU, {"avx512_bf16"})[0] == "bf16"
+    with pytest.raises(UserError, match="--precision fp16 is for CUDA GPUs"):
+        resolve_precision("fp16", CPU, {"avx512_bf16"})
+
+
+def test_precision_flag_parses():
+    from q1_fashion import train as q1_train
+    assert q1_train.parse_args(["--precision", "bf16"]).precision == "bf16"
+    assert q1_train.parse_args([]).precision is None  # auto, or the checkpoint's on --resume
+    with pytest.raises(SystemExit):
+        q1_train.parse_args(["--precision", "fp8"])
+
+
+def tiny_classifier():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
+
+
+def test_bf16_predictions_are_float32_probabilities():
+    images = torch.randn(7, 1, 8, 8)
+    for tta in (False, True):
+        probabilities = predict_softmax(tiny_classifier(), images, lambda chunk: chunk, 3, tta=tta, precision="bf16")
+        assert probabilities.dtype == np.float32 and probabilities.shape == (7, 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    with autocast("bf16", CPU):
+        assert tiny_classifier()(images).dtype == torch.bfloat16  # bf16 really ran
+
+
+def test_flip_tta_for_a_classifier_is_the_mean_of_two_softmaxes():
+    net = tiny_classifier().eval()
+    x = torch.randn(5, 1, 8, 8)
+    expected = (net(x).softmax(1) + net(x.flip(-1)).softmax(1)) / 2  # class scores are not mirrored
+    torch.testing.assert_close(flip_averaged_softmax(net, x, dense=False), expected)
+    got = predict_softmax(net, x, lambda chunk: chunk, 2, tta=True)
+    np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-6)
+
+
+def test_weight_average_matches_torch_averaged_model():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    model = tiny_classifier()
+    ours = WeightAverage(model, 0.9)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(4):
+        model(torch.randn(6, 1, 8, 8)).sum().backward()  # moves BatchNorm statistics too
+        optimizer.step()
+        optimizer.zero_grad()
+        ours.update(model)
+        theirs.update_parameters(model)
+    for key, value in ours.module.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, theirs.module.state_dict()[key], rtol=0, atol=0)
+    restored = WeightAverage(tiny_classifier(), 0.9)
+    restored.load_state_dict(ours.state_dict())
+    assert restored.updates == 4
+    torch.testing.assert_close(restored.module.state_dict(), ours.module.state_dict())
+
+
+class FullDisk:
+    """os.fdopen whose files write half of what they are given, then fail as a full disk does."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __call__(self, fd, mode):
+        file = self.real(fd, mode)
+        real_write = file.write
+
+        def write(data):
+            real_write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        file.write = write
+        return file
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "npy", "json"])
+def test_a_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch, kind):
+    target = tmp_path / {"checkpoint": "last.pt", "npy": "Q1_label_predictions.npy", "json": "metrics.json"}[kind]
+    model = tiny_classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def write(value):
+        if kind == "checkpoint":
+            save_checkpoint(target, model=model, optimizer=optimizer, scheduler=scheduler, epoch=value, best=0.0,
+                            history=[], config={})
+        elif kind == "npy":
+            save_npy(target, np.full(1000, value))
+        else:
+            write_json(target, {"epoch": value})
+
+    write(1)
+    before = target.read_bytes()
+    monkeypatch.setattr(os, "fdopen", FullDisk(os.fdopen))
+    with pytest.raises(UserError) as error:
+        write(2)
+    assert str(error.value) == f"cannot write {target}: No space left on device (the previous file is intact)"
+    assert target.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == [target.name]  # no temporary file left
+
+
+def test_gpu_out_of_memory_is_one_line(capsys):
+    def main(argv):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the GPU ran out of memory (CUDA out of memory. Tried")
+    assert "smaller --batch-size" in err[0]
