@@ -4,6 +4,7 @@ import math
 import time
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint, restore_rng, save_checkpoint
@@ -194,24 +195,36 @@ def lr_schedule(name, total_steps, warmup_fraction=0.15):
     return multiplier
 
 
-def flip_averaged_softmax(model, inputs, dense):
-    """Test-time augmentation: the mean of the softmax of `inputs` and of their mirror images.
+def tta_softmax(model, inputs, dense, flip=True, scales=(1.0,)):
+    """Test-time augmentation: the mean softmax over each image's views.
 
-    `dense`: the outputs are per-pixel maps, mirrored back before averaging (segmentation); otherwise
-    one score vector per image (classification).
+    Views: the image at each of `scales` (resized bilinearly; per-pixel outputs resized back), each
+    also mirrored when `flip`. `dense`: the outputs are per-pixel maps, so a mirrored view's output is
+    mirrored back (segmentation); otherwise one score vector per image (classification).
     """
-    mirrored = model(inputs.flip(-1))
-    if dense:
-        mirrored = mirrored.flip(-1)
-    return (model(inputs).float().softmax(dim=1) + mirrored.float().softmax(dim=1)) / 2
+    size = inputs.shape[-2:]
+    total, views = 0, 0
+    for scale in scales:
+        resized = inputs if scale == 1 else F.interpolate(inputs, scale_factor=scale, mode="bilinear",
+                                                          align_corners=False)
+        for mirrored in (False, True) if flip else (False,):
+            outputs = model(resized.flip(-1) if mirrored else resized).float()
+            if mirrored and dense:
+                outputs = outputs.flip(-1)
+            if scale != 1:
+                outputs = F.interpolate(outputs, size=size, mode="bilinear", align_corners=False)
+            total = total + outputs.softmax(dim=1)
+            views += 1
+    return total / views
 
 
 @torch.inference_mode()
-def predict_softmax(model, images, prepare, batch_size, tta=False, dense=False, precision="fp32"):
+def predict_softmax(model, images, prepare, batch_size, tta=False, dense=False, precision="fp32", scales=(1.0,)):
     """Softmax outputs (float32 numpy) of `model` over `images`, prepared chunk by chunk on the model's device.
 
-    With `tta`, the mean softmax of each image and its mirror image (see flip_averaged_softmax). The
-    outputs stay on the device until the end: one transfer back, not one per chunk.
+    With `tta`, the mean softmax of each image and its mirror image, at each of `scales` (dense outputs
+    only; see tta_softmax). The outputs stay on the device until the end: one transfer back, not one per
+    chunk.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -219,10 +232,7 @@ def predict_softmax(model, images, prepare, batch_size, tta=False, dense=False, 
     for start in range(0, len(images), batch_size):
         inputs = prepare(images[start:start + batch_size])
         with autocast(precision, device):
-            if tta:
-                outputs.append(flip_averaged_softmax(model, inputs, dense))
-            else:
-                outputs.append(model(inputs).float().softmax(dim=1))
+            outputs.append(tta_softmax(model, inputs, dense, flip=tta, scales=scales))
     return torch.cat(outputs).cpu().numpy()
 
 

@@ -20,6 +20,8 @@ from common.training import batch_bounds
 
 IMAGE_SIZE = 224
 CLASSES = ("background", "sports", "accessory", "animal", "vehicle", "person")
+IGNORE = 255  # label of pixels the loss leaves out (the frame around a shrunken image)
+FILL = (124, 116, 104)  # the frame's colour: ImageNet's mean pixel
 SPLITS = ("train", "val", "test")
 
 
@@ -139,36 +141,59 @@ def load_split(data_dir, split, limit=None):
     return Split(names, images, labels)
 
 
-def augment(images, labels, max_scale=1.0):
+def augment(images, labels, max_scale=1.0, min_scale=1.0, color=0.0):
     """Joint augmentation of a uint8 batch and its label maps, as batched tensor ops.
 
-    Horizontal flip for half the batch; with max_scale > 1, the batch is enlarged by a random factor in
-    [1, max_scale] (bilinear for images, nearest for labels) and each item cropped back at its own
-    random position.
+    - A horizontal flip for half the batch.
+    - With a scale range other than [1, 1]: the batch is resized by one random factor in [min_scale,
+      max_scale] (bilinear for images, nearest-exact for labels) and each item cut back to the input
+      size at its own random position: a crop where it grew; where it shrank, a frame of grey pixels
+      whose labels are IGNORE, so the loss leaves them out.
+    - With color > 0: each image's brightness, contrast and saturation scaled by its own random factors
+      in [1 - color, 1 + color].
     """
     batch, _, height, width = images.shape
     device = images.device
     flip = torch.rand(batch, device=device) < 0.5
     images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
-    if max_scale > 1.0:
-        scale = 1.0 + (max_scale - 1.0) * torch.rand(()).item()
+    if (min_scale, max_scale) != (1.0, 1.0):
+        scale = min_scale + (max_scale - min_scale) * torch.rand(()).item()
         size = (round(height * scale), round(width * scale))
         images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
         images = images.round_().clamp_(0, 255).to(torch.uint8)
         # "nearest-exact" samples pixel centres as bilinear (align_corners=False) does; "nearest" is shifted
         labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(torch.uint8)
-        top = torch.randint(0, size[0] - height + 1, (batch, 1), device=device)
-        left = torch.randint(0, size[1] - width + 1, (batch, 1), device=device)
+        # each item's window into the resized batch: offsets in [0, grown] or [-shrunk, 0]
+        low = [min(0, s - t) for s, t in zip(size, (height, width), strict=True)]
+        high = [max(0, s - t) for s, t in zip(size, (height, width), strict=True)]
+        top = torch.randint(low[0], high[0] + 1, (batch, 1), device=device)
+        left = torch.randint(low[1], high[1] + 1, (batch, 1), device=device)
         rows = (top + torch.arange(height, device=device)).view(batch, 1, height, 1)
         columns = (left + torch.arange(width, device=device)).view(batch, 1, 1, width)
+        inside = (rows >= 0) & (rows < size[0]) & (columns >= 0) & (columns < size[1])
+        rows, columns = rows.clamp(0, size[0] - 1), columns.clamp(0, size[1] - 1)
         item = torch.arange(batch, device=device).view(batch, 1, 1, 1)
         images = images[item, torch.arange(3, device=device).view(1, 3, 1, 1), rows, columns]
-        labels = labels[item[:, 0], rows[:, 0], columns[:, 0]]
+        images = torch.where(inside, images, torch.tensor(FILL, dtype=torch.uint8, device=device).view(1, 3, 1, 1))
+        labels = torch.where(inside[:, 0], labels[item[:, 0], rows[:, 0], columns[:, 0]], IGNORE)
+    if color > 0:
+        images = jitter_colors(images, color)
     return images, labels
 
 
-def batches(split, batch_size, normalize, augmented, max_scale=1.0):
+def jitter_colors(images, strength):
+    """Scale each uint8 image's brightness, contrast and saturation by random factors in 1 +- strength."""
+    batch = images.shape[0]
+    factors = 1 + strength * (2 * torch.rand(3, batch, 1, 1, 1, device=images.device) - 1)
+    x = images.float() * factors[0]  # brightness
+    x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) * factors[1] + x.mean(dim=(1, 2, 3), keepdim=True)  # contrast
+    grey = (x * torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = (x - grey) * factors[2] + grey  # saturation
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def batches(split, batch_size, normalize, augmented, max_scale=1.0, min_scale=1.0, color=0.0):
     """Yield (normalised float images, int64 labels) in a fresh random order each call, on the split's device.
 
     A last batch of one joins the batch before it (BatchNorm cannot train on one image).
@@ -178,5 +203,5 @@ def batches(split, batch_size, normalize, augmented, max_scale=1.0):
         index = order[start:end]
         images, labels = split.images[index], split.labels[index]
         if augmented:
-            images, labels = augment(images, labels, max_scale)
+            images, labels = augment(images, labels, max_scale, min_scale, color)
         yield normalize(images), labels.long()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from common.checkpoint import load_weights, prediction_weights
 from common.cli import (
@@ -42,6 +41,7 @@ from common.training import (
     train_one_epoch,
 )
 from q2_segmentation.data import CLASSES, Split, batches, load_split, read_classes
+from q2_segmentation.losses import LOSSES, make_loss
 from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, resolve_backbone
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
@@ -59,8 +59,13 @@ RECIPE = dict(
     schedule="onecycle",
     augment=True,        # joint horizontal flips of image and mask (the report's augmentation)
     max_scale=1.0,
+    min_scale=1.0,
+    color=0.0,
+    loss="ce",
+    loss_weight=1.0,
     ema_decay=0.0,
     tta=False,
+    tta_scales=[1.0],
     val_every=1,
     seed=0,
     limit=None,
@@ -95,11 +100,20 @@ def parse_args(argv=None):
     run.add_argument("--ema-decay", type=probability,
                      help="validate and predict with a moving average of the weights (0: off)")
     run.add_argument("--val-every", type=positive_int, help="validate every N epochs and at the end")
+    run.add_argument("--loss", choices=LOSSES, help="cross-entropy, or cross-entropy plus a Dice or Lovász term")
+    run.add_argument("--loss-weight", type=non_negative_float, help="the weight of the Dice or Lovász term")
+    run.add_argument("--tta-scales", type=scales,
+                     help="with --tta, also predict at these scales, e.g. 0.75,1,1.25 (per-epoch validation: 1)")
     switches = parser.add_argument_group("ablation switches (augmentation: any head; the rest: --model ladder)")
     switches.add_argument("--augment", action=argparse.BooleanOptionalAction,
                           help="random horizontal flips of image and mask together")
     switches.add_argument("--max-scale", type=at_least_one,
-                          help="with --augment, also enlarge each batch by a random factor up to this and crop")
+                          help="with --augment, also resize each batch by a random factor up to this and crop")
+    switches.add_argument("--min-scale", type=probability_or_one,
+                          help="with --augment, the smallest such factor; below 1 the image is framed in grey, "
+                               "whose pixels the loss ignores")
+    switches.add_argument("--color", type=probability,
+                          help="with --augment, scale brightness, contrast and saturation by up to 1 +- this")
     for key, help_text in zip(LADDER_KEYS, ("three 3x3 dilation-2 conv blocks", "BatchNorm in those blocks",
                                             "upsample x2, x4 between the blocks"), strict=True):
         switches.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, help=help_text)
@@ -108,6 +122,24 @@ def parse_args(argv=None):
     if args.weights and not args.pretrained:
         parser.error("--weights and --no-pretrained contradict each other")
     return args
+
+
+def scales(text):
+    """'0.75,1,1.25' -> [0.75, 1.0, 1.25]: the test-time scales."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be numbers separated by commas, got {text}") from None
+    if not values or any(not 0.25 <= value <= 4 for value in values):
+        raise argparse.ArgumentTypeError(f"scales must lie in [0.25, 4], got {text}")
+    return values
+
+
+def probability_or_one(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
 
 
 def fixed_settings(args):
@@ -124,11 +156,13 @@ def make_config(args):
 def evaluate(model, split, device, config, exact=True, batch_size=32):
     """uint8 floor(softmax x 255) for every image, with per-class AP and IoU computed on exactly those.
 
-    `exact`: AP with the course's own tie order, as the checker computes it; per-epoch validation uses
-    the faster stable order (common.metrics.segmentation_scores).
+    `exact`: the final evaluation: AP with the course's own tie order, as the checker computes it, and
+    every test-time scale; per-epoch validation (exact=False) uses the faster stable order and scale 1.
     """
+    scales = config["tta_scales"] if exact and config["tta"] else [1.0]
     probabilities = predict_softmax(model, split.images, lambda chunk: model.normalize(chunk.to(device)),
-                                    batch_size, tta=config["tta"], dense=True, precision=config["precision"])
+                                    batch_size, tta=config["tta"], dense=True, precision=config["precision"],
+                                    scales=scales)
     quantized = quantize_probabilities(probabilities)
     if split.labels is None:
         return quantized, None, None
@@ -147,7 +181,7 @@ def main(argv=None):
     hint = (f"train first: python q2_segmentation/train.py --backbone {args.backbone} --model {args.model}{flags}"
             + " --final" * bool(args.final))
     device, out_dir, checkpoint_dir, saved, config = start_run(
-        args, RECIPES[args.model], fixed_settings(args), hint, eval_keys=("tta",), init_keys=INIT_KEYS)
+        args, RECIPES[args.model], fixed_settings(args), hint, eval_keys=("tta", "tta_scales"), init_keys=INIT_KEYS)
 
     read_classes(args.data_dir)
     train = load_split(args.data_dir, "train", None)
@@ -179,13 +213,14 @@ def main(argv=None):
              {"params": list(model.head.parameters()), "lr": config["lr"]}], weight_decay=config["weight_decay"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = make_loss(config["loss"], config["loss_weight"])
         ema = WeightAverage(model, config["ema_decay"]) if config["ema_decay"] else None
         scaler = make_scaler(config["precision"], device)
 
         def run_epoch(epoch):
             return train_one_epoch(
-                model, batches(train, config["batch_size"], model.normalize, config["augment"], config["max_scale"]),
+                model, batches(train, config["batch_size"], model.normalize, config["augment"], config["max_scale"],
+                               config["min_scale"], config["color"]),
                 optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}", ema=ema,
                 precision=config["precision"], scaler=scaler)
 

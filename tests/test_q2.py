@@ -8,7 +8,7 @@ from PIL import Image
 
 from common.metrics import format_segmentation, segmentation_scores
 from common.runtime import UserError, count_parameters
-from common.training import flip_averaged_softmax
+from common.training import tta_softmax
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, augment, list_items, load_split, read_classes
 from q2_segmentation.models import BACKBONES, MODELS, build_model, build_trunk
@@ -227,7 +227,7 @@ def test_flip_tta_averages_the_softmax_of_image_and_mirror():
     net = torch.nn.Conv2d(3, 6, 3, padding=1)
     x = torch.randn(2, 3, 8, 8)
     expected = (net(x).softmax(1) + net(x.flip(-1)).flip(-1).softmax(1)) / 2
-    torch.testing.assert_close(flip_averaged_softmax(net, x, dense=True), expected)
+    torch.testing.assert_close(tta_softmax(net, x, dense=True), expected)
 
 
 @pytest.mark.slow

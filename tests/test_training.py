@@ -11,7 +11,7 @@ from common.checkpoint import save_checkpoint
 from common.cli import run_name, settle_config
 from common.precision import autocast, cpu_flags, resolve_precision
 from common.runtime import UserError, run_cli, save_npy, write_json
-from common.training import WeightAverage, batch_bounds, flip_averaged_softmax, predict_softmax
+from common.training import WeightAverage, batch_bounds, predict_softmax, tta_softmax
 from q2_segmentation import train as q2_train
 
 CPU = torch.device("cpu")
@@ -129,7 +129,7 @@ def test_flip_tta_for_a_classifier_is_the_mean_of_two_softmaxes():
     net = tiny_classifier().eval()
     x = torch.randn(5, 1, 8, 8)
     expected = (net(x).softmax(1) + net(x.flip(-1)).softmax(1)) / 2  # class scores are not mirrored
-    torch.testing.assert_close(flip_averaged_softmax(net, x, dense=False), expected)
+    torch.testing.assert_close(tta_softmax(net, x, dense=False), expected)
     got = predict_softmax(net, x, lambda chunk: chunk, 2, tta=True)
     np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-6)
 
