@@ -76,3 +76,62 @@ def plot_segmentation_examples(images, labels, predictions, class_names, path):
     fig.legend(handles=legend, loc="lower center", ncol=min(len(class_names), 6), frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     _save(fig, path)
+
+
+def plot_confusion(cm, class_names, path, title=None):
+    """A confusion matrix with each row (true class) normalised to 1: the share of that class predicted
+    as each column, printed in every cell."""
+    shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, axis = _subplots(figsize=(7.2, 6.2))
+    shown = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for row in ticks:
+        for column in ticks:
+            axis.text(column, row, f"{shares[row, column]:.2f}", ha="center", va="center", fontsize=7,
+                      color="white" if shares[row, column] > 0.5 else "black")
+    fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+    if title:
+        axis.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_misclassified(images, labels, predicted, class_names, path, count=24, columns=8):
+    """A grid of the first `count` misclassified images (uint8 N x H x W), each titled true -> predicted."""
+    wrong = np.flatnonzero(predicted != labels)[:count]
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = _subplots(rows, columns, figsize=(1.45 * columns, 1.7 * rows + 0.3), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, index in zip(axes.ravel(), wrong, strict=False):
+        axis.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+        axis.set_title(f"{class_names[labels[index]]}\n-> {class_names[predicted[index]]}", fontsize=7)
+    fig.suptitle(f"misclassified val images (first {len(wrong)}): true -> predicted", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_per_class(class_names, series, path, references=(), title=None):
+    """Grouped bars per class for each (label, values) of `series`, plus a `mean` group; each (label, value)
+    of `references` (published means) is drawn as a dashed line across the plot and labelled."""
+    groups = [*class_names, "mean"]
+    fig, axis = _subplots(figsize=(8.4, 3.8))
+    width = 0.8 / len(series)
+    for number, (label, values) in enumerate(series):
+        heights = [*values, float(np.mean(values))]
+        bars = axis.bar(np.arange(len(groups)) + (number - (len(series) - 1) / 2) * width, heights, width,
+                        label=label)
+        axis.bar_label(bars, fmt="%.2f", fontsize=6)
+    for number, (label, value) in enumerate(references):
+        axis.axhline(value, color=f"C{number + len(series)}", linestyle="--", linewidth=1, label=label)
+    axis.set_xticks(range(len(groups)), groups)
+    axis.set_ylim(0, 1.05)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        axis.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)

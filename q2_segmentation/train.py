@@ -25,7 +25,7 @@ from common.cli import (
     settle_config,
 )
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
-from common.plotting import plot_curves, plot_segmentation_examples
+from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
 from common.precision import choose_precision, make_scaler
 from common.runtime import count_parameters, describe_model, run_cli, save_npy, write_json
 from common.training import (
@@ -47,6 +47,8 @@ from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
 INIT_KEYS = ("pretrained", "weights")  # only shape a fresh start; a checkpoint overwrites every weight
+# The reference report's published (mean AP, mean IoU), which the report and per_class.png compare against
+REFERENCE_REPORT = {"baseline": {"val": (0.75, 0.51)}, "best": {"val": (0.79, 0.58), "test": (0.73, 0.53)}}
 
 # One recipe for the report's heads; the improved head overrides a few entries. A flag beats both.
 RECIPE = dict(
@@ -261,10 +263,18 @@ def main(argv=None):
     })
     plot_curves(history, [("train_loss", "train loss"), ("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")],
                 out_dir / "curves.png", title=f"Q2 {config['backbone']} {config['model']}")
+    best = REFERENCE_REPORT["best"]
+    plot_per_class(CLASSES, [("AP (val)", ap), ("IoU (val)", iou)], out_dir / "per_class.png",
+                   references=[("reference report, mean AP val", best["val"][0]),
+                               ("reference report, mean IoU val", best["val"][1]),
+                               ("reference report, mean AP test", best["test"][0]),
+                               ("reference report, mean IoU test", best["test"][1])],
+                   title=f"Q2 {config['backbone']} {config['model']}: per class, val")
     shown = np.arange(min(5, len(val.names)))
     plot_segmentation_examples(val_cpu_images[shown].permute(0, 2, 3, 1).numpy(), val.labels[shown].numpy(),
                                val_scores[shown].argmax(axis=1), CLASSES, out_dir / "vis_val.png")
-    print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, curves.png, vis_val.png; "
+    print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, curves.png, per_class.png, "
+          f"vis_val.png; "
           f"checkpoints in {checkpoint_dir}")
 
 

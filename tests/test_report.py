@@ -1,24 +1,50 @@
 import json
 
 import numpy as np
+import pytest
+from PIL import Image
 
 from q1_fashion.data import CLASSES as Q1_CLASSES
 from q1_fashion.train import RECIPES
 from q2_segmentation.data import CLASSES as Q2_CLASSES
+from q2_segmentation.train import RECIPES as Q2_RECIPES
 from tools import report
+
+pypdf = pytest.importorskip("pypdf")
+
+
+def png(path, size=(400, 300)):
+    Image.new("RGB", size, (200, 220, 240)).save(path)
 
 
 def write_q1_run(folder, model, accuracy, per_class, **config):
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "model": model, "params": 4414 if model == "basenet" else 164778, "epochs": 7, "best_epoch": 6,
-        "train_seconds": 12.5, "val_accuracy": accuracy, "val_per_class": dict(zip(Q1_CLASSES, per_class, strict=True)),
-        "config": dict(RECIPES[model], model=model, **config)}))
+        "train_seconds": 12.5, "final": False, "precision": "fp32", "val_accuracy": accuracy,
+        "val_per_class": dict(zip(Q1_CLASSES, per_class, strict=True)),
+        "config": dict(RECIPES[model], model=model, precision="fp32", **config)}))
     (folder / "model.txt").write_text(f"{model.upper()}-PRINT\n")
     (folder / "summary.txt").write_text("SUMMARY-TABLE Total params: 4,414\n")
+    for name in ("curves.png", "confusion.png", "misclassified.png"):
+        png(folder / name)
 
 
-def test_report_names_every_section_and_number(tmp_path):
+def write_q2_run(folder, model, ap, iou, **extra):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "backbone": "efficientnet_lite0", "model": model, "head": f"HEAD-{model}", "params": 4659694, "epochs": 3,
+        "best_epoch": 3, "train_seconds": 99.0, "final": False, "precision": "fp32",
+        "val_mAP": float(np.mean(ap)), "val_mIoU": float(np.mean(iou)),
+        "val_ap": dict(zip(Q2_CLASSES, ap, strict=True)), "val_iou": dict(zip(Q2_CLASSES, iou, strict=True)),
+        "config": dict(Q2_RECIPES[model], backbone="efficientnet_lite0", model=model, lr=0.00123, pretrained=True,
+                       weights=None, precision="fp32"), **extra}))
+    for name in ("curves.png", "per_class.png", "vis_val.png"):
+        png(folder / name)
+
+
+@pytest.fixture
+def results(tmp_path):
     results = tmp_path / "results"
     write_q1_run(results / "q1_fashion" / "basenet", "basenet", 87.125, [80.5 + i for i in range(10)])
     write_q1_run(results / "q1_fashion" / "improved", "improved", 93.875, [90.25 + i / 2 for i in range(10)])
@@ -26,21 +52,30 @@ def test_report_names_every_section_and_number(tmp_path):
     np.save(results / "q1_fashion" / "improved" / "Q1_label_predictions.npy", probabilities)
     (results / "q1_fashion" / "ablation.md").write_text("| component | params | epochs | val accuracy (%) |\n"
                                                        "|---|---:|---:|---:|\n| + width | 164,778 | 7 | 93.11 |\n")
-    q2 = results / "q2_segmentation" / "efficientnet_lite0_baseline"
-    q2.mkdir(parents=True)
-    ap = dict(zip(Q2_CLASSES, [0.91, 0.31, 0.41, 0.61, 0.71, 0.81], strict=True))
-    iou = dict(zip(Q2_CLASSES, [0.82, 0.12, 0.22, 0.52, 0.62, 0.72], strict=True))
-    (q2 / "metrics.json").write_text(json.dumps({
-        "backbone": "efficientnet_lite0", "model": "baseline", "params": 4659694, "epochs": 3, "best_epoch": 3,
-        "train_seconds": 99.0, "val_mAP": float(np.mean(list(ap.values()))), "val_mIoU": 0.5, "val_ap": ap,
-        "val_iou": iou, "config": {"backbone": "efficientnet_lite0", "model": "baseline", "lr": 0.00123,
-                                   "trunk_lr_scale": 0.1, "weight_decay": 1e-4, "schedule": "onecycle",
-                                   "batch_size": 16, "epochs": 3, "augment": True, "pretrained": True}}))
+    png(results / "q1_fashion" / "ablation.png")
+    q2 = results / "q2_segmentation"
+    write_q2_run(q2 / "efficientnet_lite0_baseline", "baseline", [0.91, 0.31, 0.41, 0.61, 0.71, 0.81],
+                 [0.82, 0.12, 0.22, 0.52, 0.62, 0.72])
+    write_q2_run(q2 / "efficientnet_lite0_improved", "improved", [0.95, 0.52, 0.77, 0.94, 0.82, 0.88],
+                 [0.81, 0.31, 0.49, 0.76, 0.59, 0.67])
+    # a --final run trained on val: its val figures must not be reported as held out
+    write_q1_run(results / "q1_fashion" / "improved-final", "improved", 99.5, [99.0] * 10)
+    json_path = results / "q1_fashion" / "improved-final" / "metrics.json"
+    json_path.write_text(json_path.read_text().replace('"final": false', '"final": true'))
+    return results
 
+
+def pdf_text(path):
+    reader = pypdf.PdfReader(path)
+    return len(reader.pages), "\n".join(page.extract_text() for page in reader.pages)
+
+
+def test_report_reads_every_section_and_number(results):
     text = report.build_report(results)
     assert (results / "REPORT.md").read_text() == text
-    for heading in ("## Q1", "### BaseNet", "### Best model: `improved`", "### Secret test predictions",
-                    "## Q2", "### Ablation", "Layers (the reference report's format)"):
+    for heading in ("## Summary: this repository next to the reference report", "## Q1", "### BaseNet",
+                    "### Best model: improved", "### Secret test predictions", "## Q2", "### Ablation",
+                    "Layers (the reference report's format)"):
         assert heading in text
     assert "BASENET-PRINT" in text and "SUMMARY-TABLE" in text
     assert "87.12 %" in text and "93.88 %" in text and "| Shirt | 93.25 |" in text and "| Trouser | 81.50 |" in text
@@ -48,15 +83,40 @@ def test_report_names_every_section_and_number(tmp_path):
     assert "| 1 | Conv2d | 5x5 | 28x28 | 24x24 | 1 | 32 |" in text  # the improved model's first layer
     assert "OK " in text and "Q1_label_predictions.npy" in text  # the checker's verdict
     assert "sports: AP: 0.31, IoU: 0.12" in text and "mean: AP: 0.63, IoU: 0.50" in text
-    assert "lr 0.00123" in text and "batch 16" in text  # training details from the run's config
-    assert "bilinear x32" in text
+    assert "peak lr 0.00123" in text and "batch 16" in text  # training details from the run's config
+    assert "Upsampling: HEAD-baseline" in text  # the head's description, as the run recorded it
+    # the comparison at the top: the reference report's figures next to ours, with how ours were made
+    assert "| Q1 BaseNet, val accuracy | 87.0 % | 87.12 % | BaseNet, fp32, 7 epochs |" in text
+    assert "| Q2 best model, val mAP / mIoU | 0.79 / 0.58 | 0.813 / 0.605 |" in text
+    assert "99.50" not in text  # the --final run is not a held-out figure
     # missing runs are named with the command that produces them
     assert "python q1_fashion/train.py --model report_best" in text
-    assert "--model improved" in text and "Test predictions" in text and "not found" in text
-    assert "curves.png" in text  # figure links stay, marked missing when absent
+    assert "python q2_segmentation/train.py --model report_best" in text
+    assert "confusion.png" in text and "per_class.png" in text and "misclassified.png" in text
 
 
-def test_report_on_empty_results_lists_commands(tmp_path):
-    text = report.build_report(tmp_path / "results")
-    assert "python q1_fashion/train.py --model basenet" in text
-    assert "No Q2 run found: run `python q2_segmentation/train.py`" in text
+def test_report_pdf_has_the_sections_numbers_and_figures(results):
+    report.build_report(results)
+    pdf = results / "report.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF")
+    pages, text = pdf_text(pdf)
+    assert pages == 8
+    for heading in ("Summary: this repository next to the reference report", "Q1: Fashion-MNIST classification",
+                    "BaseNet", "Best model: improved", "Secret test predictions", "Q2: semantic segmentation",
+                    "Ablation (each row adds one component to the row above)"):
+        assert heading in text
+    for number in ("87.12 %", "93.88 %", "93.25", "0.813 / 0.605", "164,778", "92.1 %", "0.73 / 0.53"):
+        assert number in text
+    assert f"page 1 of {pages}" in text and f"page {pages} of {pages}" in text
+    images = sum(len(page.images) for page in pypdf.PdfReader(pdf).pages)
+    assert images == 10  # the best Q1 run's 3 figures, the Q1 ablation chart, 3 for each of 2 Q2 runs
+
+
+def test_an_empty_results_tree_still_gives_a_pdf_with_the_commands(tmp_path):
+    report.build_report(tmp_path / "results")
+    pages, text = pdf_text(tmp_path / "results" / "report.pdf")
+    assert pages == 1
+    for command in ("python q1_fashion/train.py --model basenet", "python q1_fashion/train.py",
+                    "python q2_segmentation/train.py --model baseline", "python q2_segmentation/ablate.py"):
+        assert command in text
+    assert "not run" in text

@@ -1,14 +1,14 @@
-"""Regenerate the assignment report from the runs on disk: `cs543-report` (or `python -m tools.report`).
+"""Write the assignment report from the runs on disk: `cs543-report` (or `python -m tools.report`).
 
-Reads results/ (metrics.json, model.txt, summary.txt, curves.png, vis_val.png, ablation.md and the
-prediction files that train.py and ablate.py wrote) and writes results/REPORT.md, whose figures are the
-PNGs beside it. Nothing is retrained; a missing run gets a line naming the command that produces it.
+Reads results/ (metrics.json, model.txt, summary.txt, the figures and prediction files that train.py and
+ablate.py wrote) and writes results/REPORT.md and results/report.pdf, the file to hand in. Nothing is
+retrained and every number is read from those files; a missing run gets a line naming the command that
+produces it, in both files.
 """
 import argparse
 import contextlib
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,28 +17,46 @@ from torch import nn
 
 from common.metrics import format_segmentation
 from common.paths import RESULTS_DIR
-from common.runtime import run_cli, write_text
-from q1_fashion.models import MODELS as Q1_MODELS
+from common.runtime import run_cli, write_atomically, write_text
+from q1_fashion import train as q1_train
 from q1_fashion.models import build_model as build_q1_model
+from q2_segmentation import train as q2_train
 from q2_segmentation.models import build_model as build_q2_model
 from q2_segmentation.models import describe_head
 from tools import check_submission
+from tools.document import Document, to_markdown, to_pdf
 
 Q2_HEADS = ("baseline", "report_best", "improved")  # the heads the report discusses; "ladder" is the ablation's
 LAYER_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Dropout, nn.Linear)
+TITLE = "CS543 Deep ConvNets: report"
 
 
-def read_run(folder):
-    path = Path(folder) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_runs(root):
+    """{folder name: metrics} of every run under `root` (a question's results folder), ablation steps aside."""
+    runs = {}
+    for path in sorted(Path(root).glob("*/metrics.json")) if Path(root).is_dir() else []:
+        runs[path.parent.name] = json.loads(path.read_text())
+    return runs
 
 
-def _dims(shape):
-    return "x".join(map(str, shape[1:])) if len(shape) == 3 else "-"
+def held_out(runs):
+    """The runs whose val figures are held out: not --final runs, which trained on val."""
+    return {name: run for name, run in runs.items() if not run.get("final")}
+
+
+def how(run, **extra):
+    """'fp32, flip TTA, 30 epochs': how a run got its figures."""
+    config = run["config"]
+    parts = [run.get("precision", config.get("precision", "fp32"))]
+    if config.get("tta"):
+        scales = config.get("tta_scales") or [1.0]
+        parts.append("flip TTA" + (f" at scales {', '.join(f'{s:g}' for s in scales)}" if len(scales) > 1 else ""))
+    parts.append(f"{run['epochs']} epochs")
+    return ", ".join([*extra.values(), *parts])
 
 
 def layer_table(model, input_size, modules=None):
-    """Markdown rows: layer no, type, kernel, input dim, output dim, input channels, output channels."""
+    """(header, rows): layer no, type, kernel, input dim, output dim, input channels, output channels."""
     rows = []
 
     def hook(module, inputs, output):
@@ -48,7 +66,8 @@ def layer_table(model, input_size, modules=None):
         dilation = getattr(module, "dilation", (1,))
         if isinstance(module, nn.Conv2d) and dilation[0] > 1:
             kernel += f" (dilation {dilation[0]})"
-        rows.append((type(module).__name__, kernel, _dims(shape_in), _dims(shape_out), shape_in[0], shape_out[0]))
+        dims = ["x".join(map(str, shape[1:])) if len(shape) == 3 else "-" for shape in (shape_in, shape_out)]
+        rows.append([len(rows) + 1, type(module).__name__, kernel, *dims, shape_in[0], shape_out[0]])
 
     targets = modules if modules is not None else [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
     handles = [m.register_forward_hook(hook) for m in targets]
@@ -56,10 +75,8 @@ def layer_table(model, input_size, modules=None):
         model.eval()(torch.zeros(1, *input_size))
     for handle in handles:
         handle.remove()
-    lines = ["| layer no | type | kernel | input dim | output dim | input channels | output channels |",
-             "|---:|---|---|---|---|---:|---:|"]
-    lines += [f"| {i} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(rows, start=1)]
-    return "\n".join(lines)
+    header = ["layer no", "type", "kernel", "input dim", "output dim", "input channels", "output channels"]
+    return header, rows
 
 
 def verdict(path, *extra):
@@ -73,138 +90,179 @@ def verdict(path, *extra):
     return buffer.getvalue().strip() + ("" if code == 0 else f"\n(exit code {code})")
 
 
-def fenced(text):
-    return f"```\n{text.rstrip()}\n```"
-
-
-def image(results, path, caption):
-    if not path.is_file():
-        return f"_{caption}: missing ({path.name})_"
-    return f"![{caption}]({os.path.relpath(path, results)})"
-
-
-def per_class_table(values, heading):
-    lines = [f"| class | {heading} |", "|---|---:|"]
-    return "\n".join(lines + [f"| {name} | {value:.2f} |" for name, value in values.items()])
-
-
-def q1_section(results):
-    root = results / "q1_fashion"
-    runs = {name: read_run(root / name) for name in Q1_MODELS}
-    out = ["## Q1: Fashion-MNIST classification", ""]
-    base = runs["basenet"]
-    out += ["### BaseNet", ""]
-    if base is None:
-        out += ["BaseNet run not found: run `python q1_fashion/train.py --model basenet`.", ""]
+def summary(doc, q1_runs, q2_runs):
+    """The table at the top: this repository's figures next to the reference report's published ones."""
+    q1_ref, q2_ref = q1_train.REFERENCE_REPORT, q2_train.REFERENCE_REPORT
+    rows = []
+    base = q1_runs.get("basenet")
+    rows.append(["Q1 BaseNet, val accuracy", f"{q1_ref['basenet']['val']:.1f} %",
+                 f"{base['val_accuracy']:.2f} %" if base else "not run: `python q1_fashion/train.py --model basenet`",
+                 how(base, model="BaseNet") if base else ""])
+    if q1_runs:
+        name, best = max(q1_runs.items(), key=lambda item: item[1]["val_accuracy"])
+        rows.append(["Q1 best model, val accuracy", f"{q1_ref['best']['val']:.1f} %", f"{best['val_accuracy']:.2f} %",
+                     how(best, model=f"{name} ({best['params']:,} parameters)")])
     else:
-        model_txt = root / "basenet" / "model.txt"
-        if model_txt.is_file():
-            out += [fenced(model_txt.read_text()), ""]
-        out += [f"Val accuracy: **{base['val_accuracy']:.2f} %** ({base['epochs']} epochs, {base['params']:,} "
-                "parameters)", "", per_class_table(base["val_per_class"], "val accuracy (%)"), ""]
-    done = {name: run for name, run in runs.items() if run is not None}
-    if not done:
-        return out + ["No Q1 run found: run `python q1_fashion/train.py`.", ""]
-    best_name = max(done, key=lambda name: done[name]["val_accuracy"])
-    best = done[best_name]
-    folder = root / best_name
-    out += [f"### Best model: `{best_name}`", ""]
-    for name in Q1_MODELS:
-        if runs[name] is None:
-            out.append(f"- `{name}`: not found: run `python q1_fashion/train.py --model {name}`.")
+        rows.append(["Q1 best model, val accuracy", f"{q1_ref['best']['val']:.1f} %",
+                     "not run: `python q1_fashion/train.py`", ""])
+    rows.append(["Q1 best model, test accuracy", f"{q1_ref['best']['test']:.1f} %",
+                 "graded by the autograder (labels not public)", "Q1_label_predictions.npy"])
+    for label, head in (("Q2 baseline", "baseline"), ("Q2 best model", None)):
+        candidates = {n: r for n, r in q2_runs.items() if head is None or r["model"] == head}
+        reference = q2_ref["baseline" if head else "best"]["val"]
+        if candidates:
+            name, run = max(candidates.items(), key=lambda item: item[1]["val_mIoU"])
+            rows.append([f"{label}, val mAP / mIoU", f"{reference[0]:.2f} / {reference[1]:.2f}",
+                         f"{run['val_mAP']:.3f} / {run['val_mIoU']:.3f}",
+                         how(run, trunk=f"{run['backbone']} trunk", head=f"{run['model']} head")])
         else:
-            out.append(f"- `{name}`: val accuracy {runs[name]['val_accuracy']:.2f} %, {runs[name]['params']:,} "
-                       "parameters")
-    out += ["", "Layers (the reference report's format):", "",
-            layer_table(build_q1_model(best["config"]), (1, 28, 28)), "",
-            f"Parameters: **{best['params']:,}**", ""]
-    summary = folder / "summary.txt"
-    if summary.is_file():
-        out += ["torchsummary:", "", fenced(summary.read_text()), ""]
-    cfg = best["config"]
-    out += [f"Training: {cfg.get('optimizer', 'optimizer not recorded')} (momentum {cfg.get('momentum')}, "
-            f"nesterov {cfg.get('nesterov')}), lr {cfg.get('lr')}, "
-            f"schedule {cfg.get('schedule')}, batch {cfg.get('batch_size')}, {cfg.get('epochs')} epochs, weight decay "
-            f"{cfg.get('weight_decay')}, label smoothing {cfg.get('label_smoothing')}, augmentation (shifts, flips) "
-            f"{cfg.get('augment')}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.", "",
-            f"Val accuracy: **{best['val_accuracy']:.2f} %**", "",
-            per_class_table(best["val_per_class"], "val accuracy (%)"), "",
-            image(results, folder / "curves.png", "training curves"), ""]
-    out += q_ablation(results, root, "python q1_fashion/ablate.py")
-    prediction = folder / "Q1_label_predictions.npy"
-    out += ["### Secret test predictions", ""]
-    out += ([f"`{prediction}`", "", fenced(verdict(prediction)), ""] if prediction.is_file() else
-            [f"`{prediction}` not found: run `python q1_fashion/train.py --model {best_name}`.", ""])
-    return out
+            command = "python q2_segmentation/train.py" + (f" --model {head}" if head else "")
+            rows.append([f"{label}, val mAP / mIoU", f"{reference[0]:.2f} / {reference[1]:.2f}",
+                         f"not run: `{command}`", ""])
+    test = q2_ref["best"]["test"]
+    rows.append(["Q2 best model, test mAP / mIoU", f"{test[0]:.2f} / {test[1]:.2f}",
+                 "graded by the autograder (labels not public)", "Q2_sseg_predictions.npy"])
+    doc.heading(1, "Summary: this repository next to the reference report")
+    doc.table(["result", "reference report", "this repository", "how"], rows, align="lrll")
+    doc.paragraph("Val figures are on the 5,000 held-out Fashion-MNIST images (Q1) and the 100 val images (Q2); "
+                  "runs made with `--final` trained on those images and are left out of this table.")
 
 
-def q_ablation(results, root, command):
-    ablation = root / "ablation.md"
-    out = ["### Ablation (each row adds one component to the row above)", ""]
-    if not ablation.is_file():
-        return out + [f"Not found: run `{command}`.", ""]
-    return out + [ablation.read_text().rstrip(), "", image(results, root / "ablation.png", "ablation"), ""]
-
-
-def q2_section(results):
-    root = results / "q2_segmentation"
-    out = ["## Q2: semantic segmentation", ""]
-    runs = {}
-    for folder in sorted(root.glob("*_*")) if root.is_dir() else []:
-        run = read_run(folder)
-        if run is not None and folder.name != "ablation":
-            runs[folder.name] = (folder, run)
-    for head in Q2_HEADS:
-        if not any(run["model"] == head for _, run in runs.values()):
-            out.append(f"- no `{head}` run found: run `python q2_segmentation/train.py --backbone efficientnet_lite0 "
-                       f"--model {head}` (or `--backbone resnet18`).")
+def q1_section(doc, results, runs):
+    root = results / "q1_fashion"
+    doc.heading(1, "Q1: Fashion-MNIST classification")
+    doc.heading(2, "BaseNet")
+    base = runs.get("basenet")
+    if base is None:
+        doc.paragraph("BaseNet run not found: run `python q1_fashion/train.py --model basenet`.")
+    else:
+        if (root / "basenet" / "model.txt").is_file():
+            doc.code((root / "basenet" / "model.txt").read_text())
+        doc.paragraph(f"Val accuracy: **{base['val_accuracy']:.2f} %** ({base['params']:,} parameters, "
+                      f"{how(base)}).")
+        doc.table(["class", "val accuracy (%)"], [[c, f"{v:.2f}"] for c, v in base["val_per_class"].items()])
     if not runs:
-        return out + ["", "No Q2 run found: run `python q2_segmentation/train.py`.", ""]
-    out += ["", "| run | backbone | head | params | epochs | val mAP | val mIoU |", "|---|---|---|---:|---:|---:|---:|"]
-    for name, (_, run) in runs.items():
-        out.append(f"| {name} | {run['backbone']} | {run['model']} | {run['params']:,} | {run['epochs']} | "
-                   f"{run['val_mAP']:.4f} | {run['val_mIoU']:.4f} |")
-    out.append("")
-    for name, (folder, run) in runs.items():
-        config = run["config"]
-        model_config = dict(config, pretrained=False, weights=None)  # introspection only: no weights needed
-        model = build_q2_model(model_config)
+        doc.paragraph("No Q1 run found: run `python q1_fashion/train.py`.")
+        return
+    best_name, best = max(runs.items(), key=lambda item: item[1]["val_accuracy"])
+    folder = root / best_name
+    doc.heading(2, f"Best model: {best_name}")
+    items = []
+    for name in q1_train.MODELS:
+        found = {n: r for n, r in runs.items() if r["model"] == name}
+        if not found:
+            items.append(f"`{name}`: not found: run `python q1_fashion/train.py --model {name}`.")
+        for run_name, run in found.items():
+            items.append(f"`{run_name}`: val accuracy {run['val_accuracy']:.2f} %, {run['params']:,} parameters "
+                         f"({how(run)})")
+    doc.bullets(items)
+    doc.paragraph("Layers (the reference report's format):")
+    doc.table(*layer_table(build_q1_model(best["config"]), (1, 28, 28)), align="rllllrr")
+    doc.paragraph(f"Parameters: **{best['params']:,}**")
+    if (folder / "summary.txt").is_file():
+        doc.paragraph("torchsummary:")
+        doc.code((folder / "summary.txt").read_text())
+    cfg = best["config"]
+    doc.paragraph(
+        f"Training: {cfg.get('optimizer')} (momentum {cfg.get('momentum')}, nesterov {cfg.get('nesterov')}), "
+        f"peak lr {cfg.get('lr')}, schedule {cfg.get('schedule')}, batch {cfg.get('batch_size')}, "
+        f"{cfg.get('epochs')} epochs, weight decay {cfg.get('weight_decay')}, label smoothing "
+        f"{cfg.get('label_smoothing')}, augmentation (2-pixel shifts, flips) {cfg.get('augment')}, weight average "
+        f"(EMA) decay {cfg.get('ema_decay')}, flip test-time augmentation {cfg.get('tta')}, precision "
+        f"{best.get('precision')}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.")
+    doc.paragraph(f"Val accuracy: **{best['val_accuracy']:.2f} %**")
+    doc.table(["class", "val accuracy (%)"], [[c, f"{v:.2f}"] for c, v in best["val_per_class"].items()])
+    doc.figure(folder / "curves.png", "training curves")
+    doc.figure(folder / "confusion.png", "val confusion matrix, each row normalised")
+    doc.figure(folder / "misclassified.png", "misclassified val images, true -> predicted")
+    ablation(doc, root, "python q1_fashion/ablate.py")
+    doc.heading(2, "Secret test predictions")
+    prediction = folder / q1_train.PREDICTIONS
+    if prediction.is_file():
+        doc.paragraph(f"`{prediction}`, checked by `cs543-check`:")
+        doc.code(verdict(prediction))
+    else:
+        doc.paragraph(f"`{prediction}` not found: run `python q1_fashion/train.py --eval-only`.")
+
+
+def ablation(doc, root, command):
+    doc.heading(2, "Ablation (each row adds one component to the row above)")
+    table = root / "ablation.md"
+    if not table.is_file():
+        doc.paragraph(f"Not found: run `{command}`.")
+        return
+    lines = [line.strip().strip("|").split("|") for line in table.read_text().splitlines() if line.strip()]
+    header, rows = [cell.strip() for cell in lines[0]], [[cell.strip() for cell in line] for line in lines[2:]]
+    doc.table(header, rows)
+    doc.figure(root / "ablation.png", "ablation")
+
+
+def q2_section(doc, results, runs):
+    root = results / "q2_segmentation"
+    doc.heading(1, "Q2: semantic segmentation")
+    missing = [head for head in Q2_HEADS if not any(run["model"] == head for run in runs.values())]
+    if missing:
+        doc.bullets([f"no `{head}` run found: run `python q2_segmentation/train.py --model {head}`"
+                     for head in missing])
+    if not runs:
+        doc.paragraph("No Q2 run found: run `python q2_segmentation/train.py`.")
+    else:
+        doc.table(["run", "trunk", "head", "params", "epochs", "precision", "val mAP", "val mIoU"],
+                  [[name, run["backbone"], run["model"], f"{run['params']:,}", run["epochs"], run.get("precision", ""),
+                    f"{run['val_mAP']:.4f}", f"{run['val_mIoU']:.4f}"] for name, run in runs.items()],
+                  align="lllrrlrr")
+    for name, run in runs.items():
+        folder, config = root / name, run["config"]
+        model = build_q2_model(dict(config, pretrained=False, weights=None))  # the layout only: no weights needed
         head_layers = [m for m in model.head.modules() if isinstance(m, LAYER_TYPES)]
-        out += [f"### `{name}`: {run['backbone']} trunk, `{run['model']}` head", "",
-                "Upsampling: " + run.get("head", describe_head(config)), "",
-                f"Parameters: **{run['params']:,}** (trunk {sum(p.numel() for p in model.trunk.parameters()):,}, "
-                f"head {sum(p.numel() for p in model.head.parameters()):,}). Head layers on a 224x224 input:", "",
-                layer_table(model, (3, 224, 224), head_layers), "",
-                f"Training (from the checkpoint's config): {config.get('optimizer', 'optimizer not recorded')}, "
-                f"lr {config.get('lr')} (trunk x"
-                f"{config.get('trunk_lr_scale')}), weight decay {config.get('weight_decay')}, schedule "
-                f"{config.get('schedule')}, batch {config.get('batch_size')}, {config.get('epochs')} epochs, "
-                f"augmentation: horizontal flip {config.get('augment')}, random enlargement up to "
-                f"{config.get('max_scale', 1.0)}x; flip test-time augmentation {config.get('tta', False)}; "
-                f"ImageNet-pretrained trunk {config.get('weights') or config.get('pretrained')}; "
-                f"best epoch {run.get('best_epoch')}; "
-                f"{run['train_seconds']} s of training.", "",
-                "Val (course format):", "",
-                fenced(format_segmentation(list(run["val_ap"].values()), list(run["val_iou"].values()),
-                                           list(run["val_ap"]))), "",
-                image(results, folder / "curves.png", f"{name} training curves"), "",
-                image(results, folder / "vis_val.png", f"{name} val examples"), ""]
-        prediction = folder / "Q2_sseg_predictions.npy"
-        out += ([f"Test predictions: `{prediction}`", "", fenced(verdict(prediction)), ""] if prediction.is_file()
-                else [f"Test predictions `{prediction}` not found: rerun with `--eval-only`.", ""])
-    out += q_ablation(results, root, "python q2_segmentation/ablate.py --backbone efficientnet_lite0")
-    return out
+        trunk_params = sum(p.numel() for p in model.trunk.parameters())
+        doc.heading(2, f"{name}: {run['backbone']} trunk, {run['model']} head")
+        doc.paragraph("Upsampling: " + run.get("head", describe_head(config)))
+        doc.paragraph(f"Parameters: **{run['params']:,}** (trunk {trunk_params:,}, head "
+                      f"{run['params'] - trunk_params:,}). Head layers on a 224x224 input:")
+        doc.table(*layer_table(model, (3, 224, 224), head_layers), align="rllllrr")
+        scales = config.get("tta_scales") or [1.0]
+        doc.paragraph(
+            f"Training: {config.get('optimizer')}, peak lr {config.get('lr')} (trunk x{config.get('trunk_lr_scale')}), "
+            f"weight decay {config.get('weight_decay')}, schedule {config.get('schedule')}, batch "
+            f"{config.get('batch_size')}, {config.get('epochs')} epochs, loss {config.get('loss', 'ce')}; "
+            f"augmentation: horizontal flip {config.get('augment')}, random scale "
+            f"{config.get('min_scale', 1.0)}x to {config.get('max_scale', 1.0)}x, colour jitter "
+            f"{config.get('color', 0.0)}; weight average (EMA) decay {config.get('ema_decay', 0.0)}; test-time "
+            f"augmentation: flip {config.get('tta', False)}, scales {', '.join(f'{s:g}' for s in scales)}; "
+            f"precision {run.get('precision')}; ImageNet-pretrained trunk "
+            f"{config.get('weights') or config.get('pretrained')}; best epoch {run.get('best_epoch')}; "
+            f"{run['train_seconds']} s of training.")
+        doc.paragraph("Val (the course's format):")
+        doc.code(format_segmentation(list(run["val_ap"].values()), list(run["val_iou"].values()),
+                                     list(run["val_ap"])))
+        doc.figure(folder / "curves.png", f"{name}: training curves")
+        doc.figure(folder / "per_class.png", f"{name}: per-class AP and IoU on val, the reference report's means "
+                                             "dashed")
+        doc.figure(folder / "vis_val.png", f"{name}: val examples (image | ground truth | prediction)")
+        prediction = folder / q2_train.PREDICTIONS
+        if prediction.is_file():
+            doc.paragraph("Test predictions, checked by `cs543-check`:")
+            doc.code(verdict(prediction))
+        else:
+            doc.paragraph(f"Test predictions `{prediction}` not found: rerun with `--eval-only`.")
+    ablation(doc, root, "python q2_segmentation/ablate.py")
 
 
 def build_report(results):
+    """Write REPORT.md and report.pdf in `results`; returns the Markdown text."""
     results = Path(results)
-    lines = ["# CS543 Deep ConvNets: report", "",
-             "Generated by `cs543-report` from the runs in `results/`; every number below is read "
-             "from the files the training scripts wrote.", ""]
-    lines += q1_section(results) + q2_section(results)
-    text = "\n".join(lines) + "\n"
+    q1_runs, q2_runs = read_runs(results / "q1_fashion"), read_runs(results / "q2_segmentation")
+    doc = Document(TITLE)
+    doc.paragraph("Generated by `cs543-report` from the runs in `results/`: every number below is read from the "
+                  "files the training scripts wrote.")
+    summary(doc, held_out(q1_runs), held_out(q2_runs))
+    q1_section(doc, results, held_out(q1_runs))
+    q2_section(doc, results, held_out(q2_runs))
     results.mkdir(parents=True, exist_ok=True)
+    text = to_markdown(doc, results) + "\n"
     write_text(results / "REPORT.md", text)
+    write_atomically(results / "report.pdf", to_pdf(doc))
     return text
 
 
@@ -215,7 +273,7 @@ def main(argv=None):
                         help="the runs to report on (default: results/ in the repository)")
     args = parser.parse_args(argv)
     build_report(args.results_dir)
-    print(f"wrote {args.results_dir / 'REPORT.md'}")
+    print(f"wrote {args.results_dir / 'REPORT.md'} and {args.results_dir / 'report.pdf'}")
     return 0
 
 
