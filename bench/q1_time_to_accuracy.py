@@ -1,7 +1,9 @@
-"""Wall time of `python q1_fashion/train.py` (default: improved) to first reach 92.1 % val accuracy.
+"""Wall time and val accuracy of `python q1_fashion/train.py` (default: the improved model's recipe).
 
-Also its total time (training + prediction) and final numbers. Extra arguments go to train.py, so
-`python bench/q1_time_to_accuracy.py --model basenet` measures BaseNet's default recipe.
+Prints the total time (process start to exit: training, validation, predictions written), the val accuracy
+of the checkpoint behind the prediction file, the last epoch's, and when 92.1 % (the reference report's best)
+and 94.5 % (issue 10's target) were first reached. Extra arguments go to train.py, so
+`python bench/q1_time_to_accuracy.py --model basenet` measures BaseNet's recipe.
 
     python bench/q1_time_to_accuracy.py
 """
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from bench.timing import run_script
 
-THRESHOLD = 92.1  # the reference report's best val accuracy
+THRESHOLDS = (92.1, 94.5)  # the reference report's best val accuracy; this project's target
+BUDGET = 420  # seconds on the reference machine: 600 s with 30 % margin for slower machines of its kind
 
 
 def main():
@@ -22,13 +25,16 @@ def main():
         argv = ["q1_fashion/train.py", *extra, "--out-dir", str(out), "--checkpoint-dir", str(Path(scratch) / "ckpt")]
         total, epochs = run_script(argv, r"epoch +(\d+)/", "val_accuracy")
         metrics = json.loads((out / "metrics.json").read_text())
-    reached = next((seconds for seconds, _, value in epochs if value >= THRESHOLD), None)
-    print(f"\nmodel: {metrics['model']} ({metrics['params']:,} parameters), {metrics['epochs']} epochs")
-    print(f"total_seconds (training + prediction, process start to exit): {total:.1f}")
+    print(f"\nmodel: {metrics['model']} ({metrics['params']:,} parameters), {metrics['epochs']} epochs, "
+          f"precision {metrics['precision']}, flip TTA {metrics['config']['tta']}")
+    print(f"total_seconds (training + prediction, process start to exit): {total:.1f} (budget {BUDGET})")
     print(f"train_seconds: {metrics['train_seconds']}")
     print(f"best_val_accuracy (the checkpoint behind the prediction file): {metrics['val_accuracy']:.2f}")
-    print(f"final_epoch_val_accuracy: {epochs[-1][2]:.2f}")
-    print(f"seconds_to_{THRESHOLD}: {reached:.1f}" if reached is not None else f"seconds_to_{THRESHOLD}: never")
+    if epochs:
+        print(f"final_epoch_val_accuracy: {epochs[-1][2]:.2f}")
+    for threshold in THRESHOLDS:
+        reached = next((seconds for seconds, _, value in epochs if value >= threshold), None)
+        print(f"seconds_to_{threshold}: {reached:.1f}" if reached is not None else f"seconds_to_{threshold}: never")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ def median_ratio(a, b):
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
-def run_script(argv, epoch_pattern, key):
-    """Run a train.py as a child process, echoing its output; timestamp each epoch line.
+def run_script(argv, epoch_pattern, key, echo=True):
+    """Run a train.py as a child process, echoing its output (`echo`); timestamp each epoch line.
 
     Returns (total wall seconds, [(seconds since start, epoch, metric value), ...]).
     """
@@ -35,7 +35,8 @@ def run_script(argv, epoch_pattern, key):
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     epochs = []
     for line in process.stdout:
-        print(line, end="", flush=True)
+        if echo:
+            print(line, end="", flush=True)
         match = re.match(epoch_pattern, line)
         if match and key in line:
             value = float(re.search(rf"{key} ([0-9.]+)", line).group(1))

@@ -5,6 +5,7 @@ Layout (the course's data/ folder): classes.txt; train/ and val/ hold N.jpg (RGB
 strings (0, 1, 10, 100, 101, ...), the order the autograder expects in the prediction file.
 """
 import filecmp
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ IMAGE_SIZE = 224
 CLASSES = ("background", "sports", "accessory", "animal", "vehicle", "person")
 IGNORE = 255  # label of pixels the loss leaves out (the frame around a shrunken image)
 FILL = (124, 116, 104)  # the frame's colour: ImageNet's mean pixel
+LUMA = (0.299, 0.587, 0.114)  # grey = these weights of R, G, B (ITU-R BT.601)
 SPLITS = ("train", "val", "test")
 
 
@@ -158,7 +160,7 @@ def augment(images, labels, max_scale=1.0, min_scale=1.0, color=0.0):
     images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
     if (min_scale, max_scale) != (1.0, 1.0):
-        scale = min_scale + (max_scale - min_scale) * torch.rand(()).item()
+        scale = min_scale + (max_scale - min_scale) * torch.rand(()).item()  # a CPU draw: no GPU wait
         size = (round(height * scale), round(width * scale))
         images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
         images = images.round_().clamp_(0, 255).to(torch.uint8)
@@ -175,11 +177,17 @@ def augment(images, labels, max_scale=1.0, min_scale=1.0, color=0.0):
         rows, columns = rows.clamp(0, size[0] - 1), columns.clamp(0, size[1] - 1)
         item = torch.arange(batch, device=device).view(batch, 1, 1, 1)
         images = images[item, torch.arange(3, device=device).view(1, 3, 1, 1), rows, columns]
-        images = torch.where(inside, images, torch.tensor(FILL, dtype=torch.uint8, device=device).view(1, 3, 1, 1))
+        images = torch.where(inside, images, _constant(FILL, torch.uint8, device).view(1, 3, 1, 1))
         labels = torch.where(inside[:, 0], labels[item[:, 0], rows[:, 0], columns[:, 0]], IGNORE)
     if color > 0:
         images = jitter_colors(images, color)
     return images, labels
+
+
+@functools.lru_cache
+def _constant(values, dtype, device):
+    """A small constant tensor, made on `device` once: a fresh copy to a GPU every batch would wait for it."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def jitter_colors(images, strength):
@@ -188,7 +196,7 @@ def jitter_colors(images, strength):
     factors = 1 + strength * (2 * torch.rand(3, batch, 1, 1, 1, device=images.device) - 1)
     x = images.float() * factors[0]  # brightness
     x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) * factors[1] + x.mean(dim=(1, 2, 3), keepdim=True)  # contrast
-    grey = (x * torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = (x * _constant(LUMA, torch.float32, images.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     x = (x - grey) * factors[2] + grey  # saturation
     return x.round_().clamp_(0, 255).to(torch.uint8)
 

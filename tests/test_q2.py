@@ -10,7 +10,7 @@ from common.metrics import format_segmentation, segmentation_scores
 from common.runtime import UserError, count_parameters
 from common.training import tta_softmax
 from q2_segmentation import train as q2_train
-from q2_segmentation.data import CLASSES, augment, list_items, load_split, read_classes
+from q2_segmentation.data import CLASSES, FILL, IGNORE, augment, list_items, load_split, read_classes
 from q2_segmentation.models import BACKBONES, MODELS, OFFLINE_BACKBONE, build_model, build_trunk, resolve_backbone
 from tests.helpers import add_cloud_drive_copies, interrupt_at_epoch, read_metrics, write_segmentation_item
 from tools import check_submission
@@ -354,3 +354,33 @@ def test_the_checker_agrees_with_train_py_for_each_trunk(tmp_path, course_data, 
     assert check_submission.main([str(out / "Q2_sseg_val_predictions.npy"), "--data-dir", str(course_data),
                                   "--split", "val"]) == 0
     assert printout in capsys.readouterr().out
+
+
+def test_shrinking_frames_the_image_in_grey_with_ignored_labels():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 6, (4, 8, 8), dtype=torch.uint8).repeat_interleave(28, 1).repeat_interleave(28, 2)
+    images = (labels * 40).unsqueeze(1).repeat(1, 3, 1, 1)  # each label's region has its own grey level
+    framed = 0
+    for _ in range(4):
+        out_images, out_labels = augment(images, labels, max_scale=1.0, min_scale=0.5)
+        frame = out_labels == IGNORE
+        framed += int(frame.sum())
+        assert (out_images.permute(0, 2, 3, 1)[frame] == torch.tensor(FILL, dtype=torch.uint8)).all()
+        # away from region borders (where bilinear blends), the grey level still names the label
+        as_float = out_labels[:, None].float()
+        pool = torch.nn.functional.max_pool2d
+        interior = (pool(as_float, 5, 1, 2) == -pool(-as_float, 5, 1, 2))[:, 0] & ~frame
+        assert torch.equal(out_images[:, 0][interior], (out_labels * 40)[interior])
+    assert framed > 0  # some draws shrank the images
+
+
+def test_colour_jitter_changes_images_not_labels():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.randint(0, 6, (4, 16, 16), dtype=torch.uint8)
+    out_images, out_labels = augment(images, labels, color=0.3)
+    assert out_images.dtype == torch.uint8 and out_images.shape == images.shape
+    for i in range(4):  # each item is flipped or not, and its labels with it; the colours alone change
+        mirrored = torch.equal(out_labels[i], labels[i].flip(-1))
+        assert mirrored or torch.equal(out_labels[i], labels[i])
+        assert not torch.equal(out_images[i], images[i].flip(-1) if mirrored else images[i])
