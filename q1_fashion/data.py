@@ -132,6 +132,22 @@ def augment(images, max_shift=2):
     return padded[torch.arange(batch, device=device).view(batch, 1, 1), dy + rows, source_columns]
 
 
+def translate(images, dy, dx, flip=False):
+    """uint8 images (B, H, W) mirrored (`flip`, first) and moved by (dy, dx) pixels, zero fill: one
+    test-time view, the same transformation training's augment() draws at random."""
+    height, width = images.shape[-2:]
+    images = images.flip(-1) if flip else images
+    padded = torch.nn.functional.pad(images, (abs(dx), abs(dx), abs(dy), abs(dy)))
+    return padded[:, abs(dy) - dy:abs(dy) - dy + height, abs(dx) - dx:abs(dx) - dx + width]
+
+
+def test_views(tta, shift):
+    """(flip, dy, dx) of the test-time views: the image; with `tta` its mirror image too; with `shift` > 0
+    both moved by `shift` pixels up, down, left and right as well (10 views)."""
+    offsets = [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if tta and shift else [])
+    return [(flip, dy, dx) for dy, dx in offsets for flip in ((False, True) if tta else (False,))]
+
+
 def batches(images, labels, batch_size, shuffle=True, augmented=False):
     """Yield normalised (input, label) batches of in-memory tensors, in a fresh random order.
 

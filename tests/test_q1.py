@@ -249,3 +249,23 @@ def test_resume_under_bf16_matches_an_uninterrupted_run(tmp_path, course_data, m
     undo()
     resumed, _ = run_q1(tmp_path, "resumed", *common, "--resume", course_data=course_data)
     assert read_metrics(resumed) == read_metrics(straight)
+
+
+def test_test_time_views_and_their_mean():
+    images = torch.arange(2 * 28 * 28, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 28, 28)
+    down = q1_data.translate(images, 1, 0)
+    assert torch.equal(down[:, 1:], images[:, :-1]) and not down[:, 0].any()  # moved down, zero fill
+    left_mirror = q1_data.translate(images, 0, -1, flip=True)
+    assert torch.equal(left_mirror[:, :, :-1], images.flip(-1)[:, :, 1:]) and not left_mirror[:, :, -1].any()
+    assert q1_data.test_views(False, 1) == [(False, 0, 0)]
+    assert q1_data.test_views(True, 0) == [(False, 0, 0), (True, 0, 0)]
+    assert len(q1_data.test_views(True, 1)) == 10
+    # the prediction is the mean softmax over the views, each computed independently here
+    torch.manual_seed(0)
+    net = FashionNet(width=4, batchnorm=True).eval()
+    config = {"tta": True, "tta_shift": 1, "precision": "fp32"}
+    got = q1_train.predict(net, images, torch.device("cpu"), config)
+    with torch.no_grad():
+        expected = sum(net(q1_data.normalize(q1_data.translate(images, dy, dx, flip))).softmax(1)
+                       for flip, dy, dx in q1_data.test_views(True, 1)) / 10
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)

@@ -50,7 +50,9 @@ def how(run, **extra):
     parts = [run.get("precision", config.get("precision", "fp32"))]
     if config.get("tta"):
         scales = config.get("tta_scales") or [1.0]
-        parts.append("flip TTA" + (f" at scales {', '.join(f'{s:g}' for s in scales)}" if len(scales) > 1 else ""))
+        shift = config.get("tta_shift", 0)
+        parts.append("flip TTA" + (f" at scales {', '.join(f'{s:g}' for s in scales)}" if len(scales) > 1 else "")
+                     + (f" with {shift}-pixel shifts (10 views)" if shift else ""))
     parts.append(f"{run['epochs']} epochs")
     return ", ".join([*extra.values(), *parts])
 
