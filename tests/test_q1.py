@@ -188,6 +188,7 @@ def test_a_last_batch_of_one_image_trains(tmp_path, course_data):
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_in_one_line(tmp_path, course_data, capsys):
     common = ("--model", "improved", "--width", "4", "--limit", "600", "--batch-size", "128")
     run_q1(tmp_path, "r", *common, "--epochs", "1", course_data=course_data)
