@@ -43,7 +43,7 @@ from common.training import (
 )
 from q2_segmentation.data import CLASSES, Split, batches, load_split, read_classes
 from q2_segmentation.losses import LOSSES, make_loss
-from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, resolve_backbone
+from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, freeze, resolve_backbone
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
@@ -58,6 +58,7 @@ RECIPE = dict(
     batch_size=16,
     lr=1e-3,             # the heads' rate; one-cycle peak
     trunk_lr_scale=0.1,  # the pretrained trunk learns at a tenth of the head's rate, so ImageNet features survive
+    freeze_stride=0,     # train the whole trunk
     weight_decay=1e-4,
     schedule="onecycle",
     augment=True,        # joint horizontal flips of image and mask (the report's augmentation)
@@ -103,6 +104,8 @@ def parse_args(argv=None):
     run.add_argument("--trunk-lr-scale", type=non_negative_float, help="the trunk's learning rate relative to --lr")
     run.add_argument("--ema-decay", type=probability,
                      help="validate and predict with a moving average of the weights (0: off)")
+    run.add_argument("--freeze-stride", type=int, choices=(0, 4, 8, 16),
+                     help="keep the trunk's ImageNet layers up to this stride fixed (0: train them all)")
     run.add_argument("--val-every", type=positive_int, help="validate every N epochs and at the end")
     run.add_argument("--loss", choices=LOSSES, help="cross-entropy, or cross-entropy plus a Dice or Lovász term")
     run.add_argument("--loss-weight", type=non_negative_float, help="the weight of the Dice or Lovász term")
@@ -214,8 +217,10 @@ def main(argv=None):
 
     if not args.eval_only:
         steps_per_epoch = len(batch_bounds(len(train.names), config["batch_size"]))
+        freeze(model.trunk, config["freeze_stride"])
+        trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            [{"params": list(model.trunk.parameters()), "lr": config["lr"] * config["trunk_lr_scale"]},
+            [{"params": trunk_params, "lr": config["lr"] * config["trunk_lr_scale"]},
              {"params": list(model.head.parameters()), "lr": config["lr"]}], weight_decay=config["weight_decay"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))

@@ -11,7 +11,15 @@ from common.runtime import UserError, count_parameters
 from common.training import tta_softmax
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, FILL, IGNORE, augment, list_items, load_split, read_classes
-from q2_segmentation.models import BACKBONES, MODELS, OFFLINE_BACKBONE, build_model, build_trunk, resolve_backbone
+from q2_segmentation.models import (
+    BACKBONES,
+    MODELS,
+    OFFLINE_BACKBONE,
+    build_model,
+    build_trunk,
+    freeze,
+    resolve_backbone,
+)
 from tests.helpers import add_cloud_drive_copies, interrupt_at_epoch, read_metrics, write_segmentation_item
 from tools import check_submission
 
@@ -384,3 +392,15 @@ def test_colour_jitter_changes_images_not_labels():
         mirrored = torch.equal(out_labels[i], labels[i].flip(-1))
         assert mirrored or torch.equal(out_labels[i], labels[i])
         assert not torch.equal(out_images[i], images[i].flip(-1) if mirrored else images[i])
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_freezing_stops_exactly_the_layers_up_to_the_stride(backbone):
+    trunk = build_trunk(backbone, pretrained=False)
+    stages = trunk.stages()
+    ids = [id(p) for stage in stages for layer in stage for p in layer.parameters()]
+    assert sorted(ids) == sorted(id(p) for p in trunk.parameters())  # every parameter in exactly one stage
+    freeze(trunk, 8)
+    for number, stage in enumerate(stages):
+        for parameter in (p for layer in stage for p in layer.parameters()):
+            assert parameter.requires_grad == (number >= 2)
