@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +23,16 @@ def read_metrics(out_dir):
     metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
     metrics.pop("train_seconds")
     return metrics
+
+
+def interrupted_then_resumed(monkeypatch, train_module, run, *argv):
+    """`run(name, *argv)` stopped by Ctrl-C as epoch 2 starts, then run again with --resume; returns what the
+    resumed run returns. `run` trains with `train_module`."""
+    undo = interrupt_at_epoch(monkeypatch, train_module, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", *argv)
+    undo()
+    return run("resumed", *argv, "--resume")
 
 
 def interrupt_at_epoch(monkeypatch, train_module, epoch):

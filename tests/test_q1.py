@@ -1,5 +1,6 @@
 import gzip
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from common.runtime import UserError, count_parameters
 from q1_fashion import data as q1_data
 from q1_fashion import train as q1_train
 from q1_fashion.models import BaseNet, FashionNet, ReportBest, build_model
-from tests.helpers import interrupt_at_epoch, read_metrics
+from tests.helpers import interrupted_then_resumed, read_metrics
 from tools import check_submission
 
 
@@ -161,12 +162,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, course_da
     assert read_metrics(straight) == read_metrics(again)  # same seed, same numbers
     assert [r["epoch"] for r in read_metrics(straight)["history"]] == [1, 2, 3]  # the whole run, not to best
 
-    undo = interrupt_at_epoch(monkeypatch, q1_train, 2)
-    with pytest.raises(KeyboardInterrupt):
-        run_q1(tmp_path, "resumed", *common, course_data=course_data)
-    undo()
-    assert torch.load(tmp_path / "resumed" / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1
-    resumed, _ = run_q1(tmp_path, "resumed", *common, "--resume", course_data=course_data)
+    resumed, _ = interrupted_then_resumed(monkeypatch, q1_train, partial(run_q1, tmp_path, course_data=course_data),
+                                          *common)
     assert read_metrics(resumed) == read_metrics(straight)
 
 
@@ -244,11 +241,8 @@ def test_resume_under_bf16_matches_an_uninterrupted_run(tmp_path, course_data, m
     common = ("--width", "4", "--epochs", "2", "--limit", "1000", "--batch-size", "128", "--precision", "bf16")
     straight, _ = run_q1(tmp_path, "straight", *common, course_data=course_data)
     assert read_metrics(straight)["precision"] == "bf16"
-    undo = interrupt_at_epoch(monkeypatch, q1_train, 2)
-    with pytest.raises(KeyboardInterrupt):
-        run_q1(tmp_path, "resumed", *common, course_data=course_data)
-    undo()
-    resumed, _ = run_q1(tmp_path, "resumed", *common, "--resume", course_data=course_data)
+    resumed, _ = interrupted_then_resumed(monkeypatch, q1_train, partial(run_q1, tmp_path, course_data=course_data),
+                                          *common)
     assert read_metrics(resumed) == read_metrics(straight)
 
 

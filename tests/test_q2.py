@@ -1,5 +1,6 @@
 import json
 import urllib.error
+from functools import partial
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from q2_segmentation.models import (
     freeze,
     resolve_backbone,
 )
-from tests.helpers import add_cloud_drive_copies, interrupt_at_epoch, read_metrics, write_segmentation_item
+from tests.helpers import add_cloud_drive_copies, interrupted_then_resumed, read_metrics, write_segmentation_item
 from tools import check_submission
 
 
@@ -213,11 +214,8 @@ def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch):
     again, _ = run_q2(tmp_path, "again", *common, data_dir=tiny_course_data)
     assert read_metrics(straight) == read_metrics(again)
 
-    undo = interrupt_at_epoch(monkeypatch, q2_train, 2)
-    with pytest.raises(KeyboardInterrupt):
-        run_q2(tmp_path, "resumed", *common, data_dir=tiny_course_data)
-    undo()
-    resumed, _ = run_q2(tmp_path, "resumed", *common, "--resume", data_dir=tiny_course_data)
+    resumed, _ = interrupted_then_resumed(monkeypatch, q2_train,
+                                          partial(run_q2, tmp_path, data_dir=tiny_course_data), *common)
     assert read_metrics(resumed) == read_metrics(straight)
 
 
