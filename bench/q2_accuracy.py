@@ -23,13 +23,17 @@ BUDGET = 1200  # seconds on the reference machine for the default run (issue 11)
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--keep", type=Path, metavar="OUT_DIR",
+                        help="write the first seed's results (predictions, metrics, figures) to OUT_DIR")
     args, extra = parser.parse_known_args()
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         with tempfile.TemporaryDirectory() as scratch:
-            out = Path(scratch) / "out"
+            out, checkpoints = Path(scratch) / "out", Path(scratch) / "c"
+            if args.keep:  # the first seed's results (not its checkpoints) stay where the report finds them
+                out, args.keep = args.keep, None
             argv = ["q2_segmentation/train.py", *extra, "--seed", str(seed), "--out-dir", str(out),
-                    "--checkpoint-dir", str(Path(scratch) / "c")]
+                    "--checkpoint-dir", str(checkpoints)]
             total, _ = run_script(argv, r"epoch +(\d+)/", "val_mIoU")
             metrics = json.loads((out / "metrics.json").read_text())
         history = [record for record in metrics["history"] if "val_mIoU" in record]
