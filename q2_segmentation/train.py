@@ -82,9 +82,18 @@ RECIPES = {
     "report_best": RECIPE,
     "improved": dict(
         RECIPE,
-        epochs=24,      # 40 epochs peaked at epoch 17 (0.6025 mIoU) and settled near 0.594
-        max_scale=1.5,  # random enlargement up to 1.5x: flips alone plateaued near 0.57 mIoU
-        tta=True,       # flip test-time augmentation: +0.011 mAP, +0.009 mIoU on the same checkpoint
+        # Single-seed val figures on EfficientNet-Lite0 (val mAP / mIoU at the final evaluation). The base
+        # recipe (flips, enlargement to 1.5x, flip TTA, 24 epochs) gave 0.806 / 0.597; everything below
+        # together, 30 epochs: 0.846 / 0.637. bench/q2_accuracy.py reports it over 3 seeds.
+        epochs=30,            # the base recipe peaked at epoch 17 of 40; with the levers below, 26 of 30 was best
+        freeze_stride=4,      # the trunk's stride-2/4 stages stay ImageNet's: a training step 1.41x faster on Lite0
+        max_scale=1.5,        # random enlargement up to 1.5x: flips alone plateaued near 0.57 mIoU
+        min_scale=0.75,       # and shrinking to 0.75x in a grey frame the loss ignores: objects at many sizes
+        color=0.2,            # brightness/contrast/saturation jitter of +-20 %
+        loss="ce+lovasz",     # a Lovasz term optimises IoU directly and lifts the rare classes (sports, accessory)
+        ema_decay=0.99,       # validate and predict with a weight average: smoother epochs, as in Q1
+        tta=True,             # flip test-time augmentation: +0.011 mAP, +0.009 mIoU on the same checkpoint
+        tta_scales=[0.75, 1.0, 1.25, 1.5],  # the training scale range: 0.831/0.627 flipped at scale 1 -> 0.846/0.637
     ),
 }
 
