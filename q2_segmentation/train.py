@@ -223,12 +223,12 @@ def main(argv=None):
     # Resuming or evaluating overwrites every weight from the checkpoint: skip loading ImageNet weights.
     model = build_model(dict(config, pretrained=False, weights=None) if again else config)
     model = model.to(device, memory_format=torch.channels_last)
+    freeze(model.trunk, config["freeze_stride"])  # before the summary, so its trainable count is true
     describe_model(model, (3, 224, 224), out_dir)
     config["precision"] = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
 
     if not args.eval_only:
         steps_per_epoch = len(batch_bounds(len(train.names), config["batch_size"]))
-        freeze(model.trunk, config["freeze_stride"])
         trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             [{"params": trunk_params, "lr": config["lr"] * config["trunk_lr_scale"]},
