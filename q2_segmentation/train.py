@@ -84,7 +84,8 @@ RECIPES = {
         RECIPE,
         # Single-seed val figures on EfficientNet-Lite0 (val mAP / mIoU at the final evaluation). The base
         # recipe (flips, enlargement to 1.5x, flip TTA, 24 epochs) gave 0.806 / 0.597; everything below
-        # together, 30 epochs: 0.846 / 0.637. bench/q2_accuracy.py reports it over 3 seeds.
+        # together, 30 epochs: 0.846 / 0.637. At the 20 epochs below, bench/q2_accuracy.py over seeds 0, 1, 2:
+        # 0.835 / 0.622 (mIoU 0.606, 0.637, 0.622), 1074-1125 s each.
         # 20 epochs: what fits in 20 minutes on 2 CPU cores (about 51 s an epoch here). 30 epochs reached the
         # figures above (best epoch 26) but take 26 minutes; the base recipe had peaked at epoch 17 of 40.
         epochs=20,
