@@ -4,7 +4,7 @@ baseline -> +flip -> +dilated convs -> +BatchNorm -> +stepwise upsampling -> the
 Each ladder step adds one change to the one before and keeps the recipe; the last row swaps the
 ladder for the default `improved` head with its own recipe, to place it on the same scale.
 
-    python q2_segmentation/ablate.py                          # about 50 minutes on 2 CPU cores
+    python q2_segmentation/ablate.py                          # 43 minutes on 2 CPU cores (measured)
     python q2_segmentation/ablate.py --ladder-width 512       # the report's exact head (GPU)
 """
 import argparse
@@ -15,8 +15,8 @@ from common.runtime import run_cli
 from q2_segmentation import train
 from q2_segmentation.models import BACKBONES
 
-# 10 epochs a step: the whole ladder fits in an hour on 2 CPU cores, and the rows still order the way
-# full runs do (the recipe's 20 epochs add about 0.01-0.02 mIoU to each).
+# 10 epochs a step: the whole ladder fits in an hour on 2 CPU cores (42.7 minutes measured). Short runs
+# of one seed each: the seed alone moves a full run's mIoU by about 0.016, so closer rows are not ordered.
 EPOCHS = 10
 # The report's blocks have 512 channels, and the stepwise head runs its last one at stride 4: about
 # 7 GMAC per image, hours per epoch on a CPU. 128 channels keep the ladder's shape at 1/16 of the cost.
