@@ -7,13 +7,10 @@ on a CPU; pass your own candidates as quoted flag strings to measure others.
     python bench/q1_frontier.py
     python bench/q1_frontier.py "--width 48 --epochs 20" "--depth 3 --epochs 26"
 """
-import json
 import shlex
 import sys
-import tempfile
-from pathlib import Path
 
-from bench.timing import run_script
+from bench.timing import run_training
 
 CANDIDATES = [
     "",                         # the default recipe
@@ -28,12 +25,7 @@ def main():
     candidates = sys.argv[1:] or CANDIDATES
     rows = []
     for flags in candidates:
-        with tempfile.TemporaryDirectory() as scratch:
-            out = Path(scratch) / "out"
-            argv = ["q1_fashion/train.py", *shlex.split(flags), "--out-dir", str(out),
-                    "--checkpoint-dir", str(Path(scratch) / "ckpt")]
-            total, _ = run_script(argv, r"epoch +(\d+)/", "val_accuracy", echo=False)
-            metrics = json.loads((out / "metrics.json").read_text())
+        total, _, metrics = run_training("q1_fashion/train.py", shlex.split(flags), "val_accuracy", echo=False)
         config = metrics["config"]
         rows.append([flags or "(default)", f"width {config['width']}, depth {config['depth']}",
                      f"{metrics['params']:,}", str(metrics["epochs"]), metrics["precision"],

@@ -8,25 +8,17 @@ and 94.5 % (issue 10's target) were first reached. Extra arguments go to train.p
 
     python bench/q1_time_to_accuracy.py
 """
-import json
 import sys
-import tempfile
-from pathlib import Path
 
-from bench.timing import run_script
+from bench.timing import run_training
 
 THRESHOLDS = (92.1, 94.5)  # the reference report's best val accuracy; this project's target
 BUDGET = 420  # seconds on the reference machine: 600 s with 30 % margin for slower machines of its kind
 
 
 def main():
-    extra = sys.argv[1:]
-    with tempfile.TemporaryDirectory() as scratch:
-        # the run's files go to a scratch folder, unless --out-dir (and --checkpoint-dir) say where to keep them
-        out = Path(extra[extra.index("--out-dir") + 1]) if "--out-dir" in extra else Path(scratch) / "out"
-        folders = [] if "--out-dir" in extra else ["--out-dir", str(out), "--checkpoint-dir", str(Path(scratch) / "c")]
-        total, epochs = run_script(["q1_fashion/train.py", *extra, *folders], r"epoch +(\d+)/", "val_accuracy")
-        metrics = json.loads((out / "metrics.json").read_text())
+    # the run's files go to a scratch folder, unless --out-dir (and --checkpoint-dir) say where to keep them
+    total, epochs, metrics = run_training("q1_fashion/train.py", sys.argv[1:], "val_accuracy")
     print(f"\nmodel: {metrics['model']} ({metrics['params']:,} parameters), {metrics['epochs']} epochs, "
           f"precision {metrics['precision']}, flip TTA {metrics['config']['tta']}")
     print(f"total_seconds (training + prediction, process start to exit): {total:.1f} (budget {BUDGET})")

@@ -10,12 +10,10 @@ and the spread over the seeds. Each run takes up to 20 minutes on 2 CPU cores.
     python bench/q2_accuracy.py --seeds 0 --backbone efficientnet_lite0 --model baseline
 """
 import argparse
-import json
 import statistics
-import tempfile
 from pathlib import Path
 
-from bench.timing import run_script
+from bench.timing import run_training
 
 BUDGET = 1200  # seconds on the reference machine for the default run (issue 11)
 
@@ -28,14 +26,8 @@ def main():
     args, extra = parser.parse_known_args()
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        with tempfile.TemporaryDirectory() as scratch:
-            out, checkpoints = Path(scratch) / "out", Path(scratch) / "c"
-            if args.keep:  # the first seed's results (not its checkpoints) stay where the report finds them
-                out, args.keep = args.keep, None
-            argv = ["q2_segmentation/train.py", *extra, "--seed", str(seed), "--out-dir", str(out),
-                    "--checkpoint-dir", str(checkpoints)]
-            total, _ = run_script(argv, r"epoch +(\d+)/", "val_mIoU")
-            metrics = json.loads((out / "metrics.json").read_text())
+        keep = ["--out-dir", str(args.keep)] if args.keep and not rows else []  # the first seed's results stay
+        total, _, metrics = run_training("q2_segmentation/train.py", [*extra, "--seed", str(seed), *keep], "val_mIoU")
         history = [record for record in metrics["history"] if "val_mIoU" in record]
         best = max(history, key=lambda record: record["val_mIoU"])
         rows.append({"seed": seed, "seconds": total, "mAP": metrics["val_mAP"], "mIoU": metrics["val_mIoU"],

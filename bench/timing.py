@@ -1,10 +1,13 @@
 """Helpers for the benchmarks: side-by-side alternation and timed runs of the project's scripts."""
+import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from common.paths import REPO_ROOT
 
@@ -44,3 +47,19 @@ def run_script(argv, epoch_pattern, key, echo=True):
     if process.wait() != 0:
         raise SystemExit(f"{' '.join(argv)} failed with exit code {process.returncode}")
     return time.perf_counter() - started, epochs
+
+
+def run_training(script, args, key, echo=True):
+    """Run `python SCRIPT ARGS` (a train.py) timed, its files in a scratch folder unless ARGS name --out-dir
+    (kept there) or --checkpoint-dir. Returns (total wall seconds, timestamped epochs as run_script's, metrics.json).
+    """
+    args = list(args)
+    with tempfile.TemporaryDirectory() as scratch:
+        if "--out-dir" in args:  # absolute: the script runs from the repository root, and metrics.json is read here
+            at = args.index("--out-dir") + 1
+            args[at] = str(Path(args[at]).resolve())
+        out = Path(args[args.index("--out-dir") + 1]) if "--out-dir" in args else Path(scratch) / "out"
+        folders = [] if "--out-dir" in args else ["--out-dir", str(out)]
+        folders += [] if "--checkpoint-dir" in args else ["--checkpoint-dir", str(Path(scratch) / "c")]
+        total, epochs = run_script([script, *args, *folders], r"epoch +(\d+)/", key, echo)
+        return total, epochs, json.loads((out / "metrics.json").read_text())
