@@ -380,6 +380,37 @@ def test_shrinking_frames_the_image_in_grey_with_ignored_labels():
     assert framed > 0  # some draws shrank the images
 
 
+def test_crop_cuts_windows_of_the_flipped_or_unflipped_image_and_its_labels():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
+    labels = torch.randint(0, 6, (6, 20, 20), dtype=torch.uint8)
+    out_images, out_labels = augment(images, labels, crop=12)
+    assert out_images.shape == (6, 3, 12, 12) and out_labels.shape == (6, 12, 12)
+    for i in range(6):  # without resizing, each output is an exact 12x12 window of its own item, labels alike
+        found = [(top, left) for mirrored in (False, True) for top in range(9) for left in range(9)
+                 if torch.equal(out_images[i], (images[i].flip(-1) if mirrored else images[i])
+                                [:, top:top + 12, left:left + 12])
+                 and torch.equal(out_labels[i], (labels[i].flip(-1) if mirrored else labels[i])
+                                 [top:top + 12, left:left + 12])]
+        assert found
+    # with a scale range too, the window is cut after resizing: image and labels stay aligned
+    labels = torch.randint(0, 6, (4, 8, 8), dtype=torch.uint8).repeat_interleave(28, 1).repeat_interleave(28, 2)
+    images = (labels * 40).unsqueeze(1).repeat(1, 3, 1, 1)
+    out_images, out_labels = augment(images, labels, max_scale=1.5, min_scale=0.75, crop=176)
+    assert out_images.shape == (4, 3, 176, 176) and out_labels.shape == (4, 176, 176)
+    as_float = out_labels[:, None].float()
+    pool = torch.nn.functional.max_pool2d
+    interior = (pool(as_float, 5, 1, 2) == -pool(-as_float, 5, 1, 2))[:, 0] & (out_labels != IGNORE)
+    assert torch.equal(out_images[:, 0][interior], (out_labels * 40)[interior])
+
+
+def test_crop_flag_must_fit_the_image():
+    assert q2_train.parse_args(["--crop", "160"]).crop == 160
+    for bad in ("16", "256"):
+        with pytest.raises(SystemExit):
+            q2_train.parse_args(["--crop", bad])
+
+
 def test_colour_jitter_changes_images_not_labels():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
