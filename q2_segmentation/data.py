@@ -149,8 +149,8 @@ def augment(images, labels, max_scale=1.0, min_scale=1.0, color=0.0, crop=None):
     - A horizontal flip for half the batch.
     - With a scale range other than [1, 1]: the batch is resized by one random factor in [min_scale,
       max_scale] (bilinear for images, nearest-exact for labels) and each item cut back to the input
-      size (or `crop`) at its own random position: a crop where it grew; where it shrank, a frame of grey pixels
-      whose labels are IGNORE, so the loss leaves them out.
+      size (or `crop`) at its own random position: a crop where it grew; where it shrank, a frame of
+      grey pixels whose labels are IGNORE, so the loss leaves them out.
     - With color > 0: each image's brightness, contrast and saturation scaled by its own random factors
       in [1 - color, 1 + color].
     - With `crop` smaller than the input: each item is cut to a crop x crop window (after the resizing),
@@ -163,9 +163,10 @@ def augment(images, labels, max_scale=1.0, min_scale=1.0, color=0.0, crop=None):
     flip = torch.rand(batch, device=device) < 0.5
     images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
-    if (min_scale, max_scale) != (1.0, 1.0) or (height, width) != (in_height, in_width):
+    rescale = (min_scale, max_scale) != (1.0, 1.0)
+    if rescale or (height, width) != (in_height, in_width):
         size = (in_height, in_width)
-        if (min_scale, max_scale) != (1.0, 1.0):
+        if rescale:
             scale = min_scale + (max_scale - min_scale) * torch.rand(()).item()  # a CPU draw: no GPU wait
             size = (round(in_height * scale), round(in_width * scale))
             images = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)

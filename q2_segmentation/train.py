@@ -86,7 +86,7 @@ RECIPES = {
         # Single-seed val figures on EfficientNet-Lite0 (val mAP / mIoU at the final evaluation). The base
         # recipe (flips, enlargement to 1.5x, flip TTA, 24 epochs) gave 0.806 / 0.597; everything below
         # together, 30 epochs (trunk at 0.1x): 0.846 / 0.637. At the 20 epochs below, bench/q2_accuracy.py over
-        # seeds 0, 1, 2: 0.843 / 0.634 (mIoU 0.628, 0.642, 0.633), 1104-1150 s each.
+        # seeds 0, 1, 2: 0.843 / 0.634, 1104-1150 s each (per seed: trunk_lr_scale's comment).
         # 20 epochs: what fits in 20 minutes on 2 CPU cores (about 51 s an epoch here). 30 epochs reached the
         # figures above (best epoch 26) but take 26 minutes; the base recipe had peaked at epoch 17 of 40.
         epochs=20,
