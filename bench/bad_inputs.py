@@ -4,6 +4,7 @@ Builds damaged copies of the data in a temporary folder; needs data/ prepared. R
 
     python bench/bad_inputs.py
 """
+import argparse
 import os
 import shutil
 import subprocess
@@ -49,6 +50,7 @@ def tiny_course(root, damage=None):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     scratch = Path(tempfile.mkdtemp())
     q1, q2 = "q1_fashion/train.py", "q2_segmentation/train.py"
     outs = ["--out-dir", str(scratch / "out"), "--checkpoint-dir", str(scratch / "ckpt")]

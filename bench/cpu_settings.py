@@ -5,13 +5,12 @@ settings alternating in one process; prints the median ratio of images/s for eac
 
     python bench/cpu_settings.py [--rounds 3]
 """
-import argparse
 import time
 
 import torch
 from torch import nn
 
-from bench.timing import alternate, median_ratio
+from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
 from common.precision import autocast
 from q1_fashion import train as q1_train
 from q1_fashion.models import build_model as build_q1
@@ -44,9 +43,10 @@ def rate(build, input_shape, batch, steps, channels_last, threads, precision="fp
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    refuse_if_busy(args.force)
     threads = torch.get_num_threads()
 
     def q1():

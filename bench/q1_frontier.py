@@ -8,9 +8,8 @@ on a CPU; pass your own candidates as quoted flag strings to measure others.
     python bench/q1_frontier.py "--width 48 --epochs 20" "--depth 3 --epochs 26"
 """
 import shlex
-import sys
 
-from bench.timing import run_training
+from bench.timing import bench_parser, refuse_if_busy, run_training
 
 CANDIDATES = [
     "",                         # the default recipe
@@ -22,7 +21,12 @@ CANDIDATES = [
 
 
 def main():
-    candidates = sys.argv[1:] or CANDIDATES
+    parser = bench_parser(__doc__)
+    parser.add_argument("candidates", nargs="*", metavar="FLAGS",
+                        help="a candidate's train.py flags as one quoted string (default: the list in this file)")
+    args, single_flags = parser.parse_known_args()  # an unquoted one-flag candidate, e.g. --no-tta
+    refuse_if_busy(args.force)
+    candidates = [*args.candidates, *single_flags] or CANDIDATES
     rows = []
     for flags in candidates:
         total, _, metrics = run_training("q1_fashion/train.py", shlex.split(flags), "val_accuracy", echo=False)

@@ -8,7 +8,6 @@ Both sides alternate in one process; the figure is the median of the per-round r
 
     python bench/q1_throughput.py [--images 25600] [--rounds 5]
 """
-import argparse
 import gzip
 import shutil
 import tempfile
@@ -19,8 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.timing import alternate, median_ratio
-from common.training import batch_bounds, lr_schedule, train_one_epoch
+from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
+from common.data import batch_bounds
+from common.loop import Training
+from common.run import resolve
 from q1_fashion import train as q1_train
 from q1_fashion.data import batches, load_fashion_mnist, locate_fashion_mnist
 from q1_fashion.models import build_model
@@ -45,7 +46,7 @@ def starter_dataset(root):
 
 
 def starter_rate(model_name, dataset, images):
-    model = build_model(dict(q1_train.RECIPES[model_name], model=model_name))
+    model = build_model(dict(q1_train.RECIPES[model_name], model=model_name))  # the same network, untrained
     optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
     loss_fn = nn.CrossEntropyLoss()
@@ -62,24 +63,25 @@ def starter_rate(model_name, dataset, images):
 
 
 def project_rate(model_name, train_images, train_labels):
-    config = dict(q1_train.RECIPES[model_name], model=model_name)
-    model = build_model(config).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                nesterov=config["nesterov"], weight_decay=config["weight_decay"])
-    steps = len(batch_bounds(len(train_images), config["batch_size"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config["schedule"], steps))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    """images/s of one epoch of train.py's own training: its settings, optimizer, schedule and loop."""
+    run = resolve(q1_train.parse_args(["--model", model_name, "--precision", "fp32"]), q1_train.QUESTION)
+    recipe = run.recipe
+    torch.manual_seed(0)
+    model = build_model(recipe).to(memory_format=torch.channels_last)
+    steps = len(batch_bounds(len(train_images), recipe["batch_size"]))
+    training = Training(model, q1_train.make_optimizer(model, recipe), run, steps)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     began = time.perf_counter()
-    train_one_epoch(model, batches(train_images, train_labels, config["batch_size"], augmented=config["augment"]),
-                    optimizer, scheduler, loss_fn, num_batches=steps, desc="project")
+    training.epoch(batches(train_images, train_labels, recipe["batch_size"], augmented=recipe["augment"]), loss_fn, 1)
     return len(train_images) / (time.perf_counter() - began)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--images", type=int, default=25600, help="training images per measurement")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    refuse_if_busy(args.force)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     images, labels = load_fashion_mnist("data", download=False)
     train_images, train_labels = images[:args.images], labels[:args.images]

@@ -8,17 +8,17 @@ and 94.5 % (issue 10's target) were first reached. Extra arguments go to train.p
 
     python bench/q1_time_to_accuracy.py
 """
-import sys
-
-from bench.timing import run_training
+from bench.timing import bench_parser, refuse_if_busy, run_training
 
 THRESHOLDS = (92.1, 94.5)  # the reference report's best val accuracy; this project's target
 BUDGET = 420  # seconds on the reference machine: 600 s with 30 % margin for slower machines of its kind
 
 
 def main():
+    args, extra = bench_parser(__doc__).parse_known_args()
+    refuse_if_busy(args.force)
     # the run's files go to a scratch folder, unless --out-dir (and --checkpoint-dir) say where to keep them
-    total, epochs, metrics = run_training("q1_fashion/train.py", sys.argv[1:], "val_accuracy")
+    total, epochs, metrics = run_training("q1_fashion/train.py", extra, "val_accuracy")
     print(f"\nmodel: {metrics['model']} ({metrics['params']:,} parameters), {metrics['epochs']} epochs, "
           f"precision {metrics['precision']}, flip TTA {metrics['config']['tta']}")
     print(f"total_seconds (training + prediction, process start to exit): {total:.1f} (budget {BUDGET})")

@@ -9,21 +9,21 @@ and the spread over the seeds. Each run takes up to 20 minutes on 2 CPU cores.
     python bench/q2_accuracy.py
     python bench/q2_accuracy.py --seeds 0 --backbone efficientnet_lite0 --model baseline
 """
-import argparse
 import statistics
 from pathlib import Path
 
-from bench.timing import run_training
+from bench.timing import bench_parser, refuse_if_busy, run_training
 
 BUDGET = 1200  # seconds on the reference machine for the default run (issue 11)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--keep", type=Path, metavar="OUT_DIR",
                         help="write the first seed's results (predictions, metrics, figures) to OUT_DIR")
     args, extra = parser.parse_known_args()
+    refuse_if_busy(args.force)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         keep = ["--out-dir", str(args.keep)] if args.keep and not rows else []  # the first seed's results stay

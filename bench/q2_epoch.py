@@ -10,7 +10,6 @@ Also times the AP/IoU computation on the full val set (5 M pixels), with the cou
 
     python bench/q2_epoch.py [--train-images 700] [--rounds 2]
 """
-import argparse
 import time
 from pathlib import Path
 
@@ -20,9 +19,11 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from bench.timing import alternate, median_ratio
+from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
+from common.data import batch_bounds
+from common.loop import lr_schedule, train_one_epoch
 from common.metrics import quantize_probabilities, segmentation_scores
-from common.training import batch_bounds, lr_schedule, train_one_epoch
+from common.run import resolve
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import batches, list_items, load_split
 from q2_segmentation.models import build_model
@@ -73,7 +74,7 @@ def starter_epoch(config, data_dir, names, val_names):
     return 1.0 / (time.perf_counter() - began)  # epochs per second, so larger is faster on both sides
 
 
-def project_epoch(config, train, val):
+def project_epoch(config, train, val, run):
     model, optimizer = make_model(config)
     model = model.to(memory_format=torch.channels_last)
     batch_size = q2_train.RECIPE["batch_size"]
@@ -83,19 +84,22 @@ def project_epoch(config, train, val):
     train_one_epoch(model, batches(train, batch_size, model.normalize, True), optimizer,
                     scheduler, nn.CrossEntropyLoss(), num_batches=steps, desc="project")
     # per-epoch validation as train.py runs it: predictions, quantisation, AP (fast order) and IoU
-    q2_train.evaluate(model, val, torch.device("cpu"), {"tta": False, "precision": "fp32"}, exact=False)
+    q2_train.evaluate(model, val, run, exact=False)
     return 1.0 / (time.perf_counter() - began)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--model", default="baseline")
     parser.add_argument("--train-images", type=int, default=700)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args()
-    config = dict(backbone=args.backbone, model=args.model, pretrained=True)
+    refuse_if_busy(args.force)
+    run = resolve(q2_train.parse_args(["--backbone", args.backbone, "--model", args.model, "--no-tta",
+                                       "--precision", "fp32"]), q2_train.QUESTION)
+    config = run.recipe
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.backbone} {args.model}, "
           f"{args.train_images} training images + 100 val images per epoch")
 
@@ -106,7 +110,7 @@ def main():
 
     names = list_items(Path(args.data_dir) / "train", labelled=True)[:args.train_images]
     val_names = list_items(Path(args.data_dir) / "val", labelled=True)
-    project, starter = alternate(lambda: project_epoch(config, train, val),
+    project, starter = alternate(lambda: project_epoch(config, train, val, run),
                                  lambda: starter_epoch(config, args.data_dir, names, val_names), args.rounds)
     print(f"  median epoch seconds: project {1 / sorted(project)[len(project) // 2]:.1f}, "
           f"starter {1 / sorted(starter)[len(starter) // 2]:.1f}")

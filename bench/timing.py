@@ -1,4 +1,5 @@
-"""Helpers for the benchmarks: side-by-side alternation and timed runs of the project's scripts."""
+"""Helpers for the benchmarks: a quiet machine, side-by-side alternation and timed runs of the project's scripts."""
+import argparse
 import json
 import os
 import re
@@ -10,6 +11,43 @@ import time
 from pathlib import Path
 
 from common.paths import REPO_ROOT
+
+
+def bench_parser(doc):
+    """An argument parser for a bench script: its docstring as --help, and --force."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true",
+                        help="time even on a busy machine (the figures are then worthless for comparisons)")
+    return parser
+
+
+def other_training_processes():
+    """Other processes of this machine running PyTorch work of ours: train.py, a bench, pytest (by command line)."""
+    found, own = [], {os.getpid(), os.getppid()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in own:
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "python" in command and any(word in command for word in ("train.py", "ablate.py", "bench/", "pytest",
+                                                                     "sweep")):
+            found.append(f"{entry.name} ({command.strip()[:60]})")
+    return found
+
+
+def refuse_if_busy(force=False):
+    """Timings taken while another PyTorch process runs are worthless (on 2 cores a 6 s epoch took 60-123 s):
+    refuse, in one line, unless --force. Busy: another training, bench or test process, or a 1-minute load
+    average above 3/4 of the cores."""
+    others = other_training_processes()
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if force or (not others and load <= 0.75 * cores):
+        return
+    why = f"other PyTorch work is running: {others[0]}" if others else f"load average {load:.1f} on {cores} cores"
+    raise SystemExit(f"error: the machine is busy ({why}); timings now would be worthless. Wait for it to be "
+                     "quiet, or pass --force")
 
 
 def alternate(first, second, rounds):

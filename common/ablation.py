@@ -62,8 +62,9 @@ def run_ladder(steps, train_main, common_args, results_root, checkpoints_root, c
     for number, (name, slug, settings) in enumerate(ladder, start=1):
         out_dir = Path(results_root) / "ablation" / slug
         print(f"\n=== ablation step {number}/{len(ladder)}: {name} ===")
+        # --overwrite: each step is a fresh training; running the ablation again retrains it
         train_main([*common_args, *as_flags(settings), *extra_args, "--out-dir", str(out_dir),
-                    "--checkpoint-dir", str(Path(checkpoints_root) / "ablation" / slug)])
+                    "--checkpoint-dir", str(Path(checkpoints_root) / "ablation" / slug), "--overwrite"])
         metrics = json.loads((out_dir / "metrics.json").read_text())
         rows.append({"component": name, "params": metrics["params"], "epochs": metrics["epochs"],
                      **{key: metrics[key] for key, _ in columns}})

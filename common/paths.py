@@ -17,3 +17,12 @@ def shown(path):
         return Path(path).resolve().relative_to(Path.cwd())
     except ValueError:
         return Path(path)
+
+
+def repo_relative(path):
+    """`path` relative to the repository when it lies inside it, else as is: what a hand-in document shows
+    (it carries no machine's absolute paths)."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        return Path(path)

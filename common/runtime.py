@@ -20,11 +20,27 @@ class UserError(Exception):
     """A problem with the user's input or environment, reported as one line without a traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a cluster's scheduler or a closing notebook sends), handled as Ctrl-C is."""
+    code = 143
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run_cli(main, argv=None):
     """Run a script's main(), turning UserError into `error: ...` on stderr and exit code 2.
 
     A GPU running out of memory is the user's to fix too (a smaller batch), so it gets the same one line.
+    Ctrl-C and SIGTERM end with one line saying what was saved (the run's own, where it has one) and exit
+    codes 130 and 143, as a shell reports them.
     """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv)
     except UserError as error:
@@ -32,12 +48,14 @@ def run_cli(main, argv=None):
         raise SystemExit(2) from None
     except torch.OutOfMemoryError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
-        print(f"error: the GPU ran out of memory ({first_line}); try a smaller --batch-size. The last saved "
-              "checkpoint is intact (continue with --resume)", file=sys.stderr)
+        print(f"error: the GPU ran out of memory ({first_line}); try a smaller --batch-size. The saved "
+              "checkpoints are intact", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("interrupted; the last saved checkpoint is intact (continue with --resume)", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:
+        code = getattr(stop, "code", 130)
+        what = "terminated (SIGTERM)" if code == 143 else "interrupted"
+        print(getattr(stop, "message", f"{what}; files already written are intact"), file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 def pick_device(name):

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.data import batch_bounds
+from common.predict import View
 from common.runtime import UserError
-from common.training import batch_bounds
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -148,6 +149,19 @@ def test_views(tta, shift):
     return [(flip, dy, dx) for dy, dx in offsets for flip in ((False, True) if tta else (False,))]
 
 
+def prepare(images):
+    """uint8 images (B, 28, 28) on the model's device -> the network's normalised channels-last input."""
+    return normalize(images).contiguous(memory_format=torch.channels_last)
+
+
+def views(tta, shift):
+    """Q1's test-time views for common.predict: each of test_views() translated on the uint8 images (zero
+    fill, as training's augment() does), then normalised. Class scores need no inverse."""
+    return [View(f"{'mirror ' * flip}shift ({dy}, {dx})",
+                 lambda chunk, flip=flip, dy=dy, dx=dx: prepare(translate(chunk, dy, dx, flip)))
+            for flip, dy, dx in test_views(tta, shift)]
+
+
 def batches(images, labels, batch_size, shuffle=True, augmented=False):
     """Yield normalised (input, label) batches of in-memory tensors, in a fresh random order.
 
@@ -159,4 +173,4 @@ def batches(images, labels, batch_size, shuffle=True, augmented=False):
         chunk = images[index]
         if augmented:
             chunk = augment(chunk)
-        yield normalize(chunk).contiguous(memory_format=torch.channels_last), labels[index]
+        yield prepare(chunk), labels[index]

@@ -7,90 +7,63 @@
     python q1_fashion/train.py --final              # the chosen recipe on all 60,000 training images
 """
 import argparse
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from common.checkpoint import load_weights, prediction_weights
-from common.cli import (
-    add_run_arguments,
-    flag,
-    given,
-    positive_int,
-    probability,
-    reject_switches,
-    resolve_run_paths,
-    run_name,
-    settle_config,
-)
+from common.cli import add_run_arguments, positive_int, probability, reject_switches
+from common.data import batch_bounds
+from common.loop import Training, fit, history_without_timing, load_result, run_fields
 from common.metrics import accuracy, confusion_matrix, format_classification, per_class_accuracy
 from common.plotting import plot_confusion, plot_curves, plot_misclassified
-from common.precision import choose_precision, make_scaler
+from common.predict import predict
+from common.run import Question, owned, resolve
 from common.runtime import count_parameters, describe_model, run_cli, save_npy, write_json
-from common.training import (
-    WeightAverage,
-    batch_bounds,
-    fit,
-    history_without_timing,
-    load_finished_run,
-    lr_schedule,
-    predict_softmax,
-    run_fields,
-    start_run,
-    train_one_epoch,
-)
-from q1_fashion.data import (
-    CLASSES,
-    batches,
-    load_fashion_mnist,
-    load_secret_test,
-    normalize,
-    split_indices,
-    test_views,
-    translate,
-)
+from q1_fashion.data import CLASSES, batches, load_fashion_mnist, load_secret_test, split_indices, views
 from q1_fashion.models import FAMILY_KEYS, MODELS, build_model
 
 PREDICTIONS = "Q1_label_predictions.npy"
 VAL_PREDICTIONS = "Q1_val_label_predictions.npy"
+PREDICT_BATCH = 1000  # images per forward pass at prediction time (eval mode: any tail size is fine)
 # The reference report's published accuracies (%), which the report compares against
 REFERENCE_REPORT = {"basenet": {"val": 87.0}, "best": {"val": 92.1, "test": 91.2}}
 
 # Each model's best recipe: a base plus per-model overrides; a flag given on the command line beats both.
 # The base is the course starter's training: plain SGD with momentum at a constant rate, no augmentation.
+# Each value's evidence: README, "Performance" (Q1 tables).
 BASE = dict(optimizer="SGD", epochs=10, batch_size=64, lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0,
-            label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0, tta=False, tta_shift=0, seed=0,
-            limit=None, final=False)
+            label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0, tta=False, tta_shift=0)
 RECIPES = {
-    # 88.20 % val (best of 10 epochs), inside the assignment's 87 +- 1.5 for BaseNet.
-    "basenet": BASE,
+    "basenet": BASE,  # the assignment's baseline, trained as the course starter does
     # The reference report's best model with a one-cycle schedule; 15 epochs as the report trained it.
     "report_best": dict(BASE, epochs=15, batch_size=128, lr=0.05, nesterov=True, weight_decay=5e-4,
                         schedule="onecycle"),
     "improved": dict(
         BASE,
-        epochs=30,             # 93.80 % val; the EMA has passed 92.1 % by epoch 10
-        batch_size=256,        # same images/s as 64 on a CPU (bench/cpu_settings.py); lr is tuned for 256
-        lr=0.1,                # peak of the one-cycle; 0.05 for 35 epochs gave 93.72 %
+        epochs=30,             # what fits the time budget on a CPU without AMX
+        batch_size=256,        # same images/s as 64 on a CPU; the learning rate is tuned for it
+        lr=0.1,                # the one-cycle's peak
         nesterov=True,
         weight_decay=5e-4,
-        label_smoothing=0.1,   # 94.30 % val with flip TTA against 94.14 % without (30 epochs)
+        label_smoothing=0.1,   # +0.16 points over none
         schedule="onecycle",   # linear warm-up over 15 % of the steps, then cosine to 0
-        augment=True,          # 2-pixel shifts and flips; random erasing as well cost 0.4 points (93.42 %)
-        tta=True,              # predict on the image and its mirror: +0.3 to 0.5 points over one view
-        tta_shift=1,           # and on both moved 1 pixel 4 ways (10 views): +0.32 more (94.24 -> 94.56 %)
-        ema_decay=0.995,       # predict with a weight average: 92.1 % at epoch 10 instead of 19, same training
-        # The ablation (q1_fashion/ablate.py) builds up to this. At the same training time, width 48 (20 epochs,
-        # 94.30 %), depth 3 (28 epochs, 94.28 %) and a 128-wide hidden layer (94.16 %) did no better (flip TTA).
-        width=32, depth=2, batchnorm=True, dropout=0.2,
+        augment=True,          # 2-pixel shifts and flips (random erasing as well cost 0.4 points)
+        tta=True,              # predict on the image and its mirror
+        tta_shift=1,           # and on both moved 1 pixel four ways: 10 views
+        ema_decay=0.995,       # predict with a weight average of the last few hundred steps
+        width=32, depth=2, batchnorm=True, dropout=0.2,  # the frontier's best at this budget
     ),
 }
+QUESTION = Question(name="q1_fashion", script="q1_fashion/train.py", recipes=RECIPES, default_model="improved",
+                    evaluation=("tta", "tta_shift"), switches=FAMILY_KEYS)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=MODELS, default="improved", help="network (default: improved)")
-    run = add_run_arguments(parser, "q1_fashion")
+    parser.add_argument("--model", choices=MODELS, help="network (default: improved)")
+    run = add_run_arguments(parser, "q1_fashion", "predict on each image and its mirror image, averaging the "
+                                                  "softmaxes (with --tta-shift, on their shifted copies too)")
     run.add_argument("--momentum", type=probability)
     run.add_argument("--label-smoothing", type=probability)
     run.add_argument("--ema-decay", type=probability,
@@ -106,121 +79,122 @@ def parse_args(argv=None):
     ablation.add_argument("--depth", type=positive_int, help="convolutions per stage")
     ablation.add_argument("--width", type=positive_int, help="channels of the first stage (BaseNet: 6)")
     args = parser.parse_args(argv)
-    reject_switches(parser, args, FAMILY_KEYS, "improved")
-    resolve_run_paths(args, "q1_fashion", run_name(args.model, given(args, FAMILY_KEYS), RECIPES[args.model],
-                                                   bool(args.final)))
+    reject_switches(parser, args, FAMILY_KEYS, "improved", QUESTION.default_model)
     return args
 
 
-def make_config(args):
-    """A fresh run's settings: the model's recipe under the flags given (see common.cli.settle_config)."""
-    return settle_config(args, RECIPES[args.model], {"model": args.model})
+@dataclass
+class Data:
+    train_images: torch.Tensor  # uint8, on the device
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor    # on the CPU: compared with numpy predictions
+    secret_images: torch.Tensor
 
 
-def prepare(chunk, device):
-    return normalize(chunk.to(device)).contiguous(memory_format=torch.channels_last)
+def load_data(run, data_dir):
+    """The course split as uint8 tensors on the run's device: the whole training set is indexed, augmented
+    and normalised there, and prediction transfers nothing but its outputs."""
+    images, labels = load_fashion_mnist(data_dir)
+    secret_images = load_secret_test(data_dir)
+    train_index, val_index = split_indices(len(images))
+    if run.final:  # the recipe is fixed: train on every labelled image, val included
+        train_index = torch.arange(len(images))
+    train_index = train_index[:run.options["limit"]]
+    seen_val = max(0, len(train_index) - val_index[0].item())
+    print(f"train {len(train_index)} images (indices 0..{len(train_index) - 1}), "
+          f"val {len(val_index)} (from {val_index[0].item()}"
+          f"{f', {seen_val} of them also trained on: --final' if seen_val else ''}), "
+          f"secret test {len(secret_images)}")
+    device = run.device
+    return Data(images[train_index].to(device), labels[train_index].to(device), images[val_index].to(device),
+                labels[val_index], secret_images.to(device)), seen_val
 
 
-def predict(model, images, device, config, shift=None):
-    """Softmax probabilities (float32) of `model` on uint8 `images`, in the run's precision: the mean over
-    the test-time views (see q1_fashion.data.test_views; `shift` overrides the run's tta_shift)."""
-    views = test_views(config["tta"], config["tta_shift"] if shift is None else shift)
-    total = 0
-    for flip, dy, dx in views:
-        total = total + predict_softmax(model, translate(images, dy, dx, flip), lambda chunk: prepare(chunk, device),
-                                        1000, precision=config["precision"])
-    return total / len(views)
+def make_optimizer(model, recipe):
+    """SGD as the recipe says (Nesterov only where there is momentum, as torch requires)."""
+    return torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                           nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
+                           weight_decay=recipe["weight_decay"])
 
 
-def evaluate(model, images, labels, device, config, shift=None):
+def predictions(model, images, run, validation=False):
+    """Softmax probabilities (float32) over the run's test-time views; per-epoch validation (`validation`)
+    uses the image and its mirror only, a tenth of the final evaluation's cost."""
+    tta, shift = run.evaluation["tta"], 0 if validation else run.evaluation["tta_shift"]
+    return predict(model, images, views(tta, shift), PREDICT_BATCH, run.precision)
+
+
+def evaluate(model, images, labels, run, validation=False):
     """(softmax probabilities, accuracy %, per-class accuracy %) of `model` on `images`."""
-    probabilities = predict(model, images, device, config, shift)
-    predicted = probabilities.argmax(axis=1)
-    labels = labels.numpy()
+    probabilities = predictions(model, images, run, validation)
+    predicted, labels = probabilities.argmax(axis=1), labels.numpy()
     return probabilities, accuracy(predicted, labels), per_class_accuracy(predicted, labels, len(CLASSES))
+
+
+def train(run, model, data):
+    recipe = run.recipe
+    steps_per_epoch = len(batch_bounds(len(data.train_images), recipe["batch_size"]))
+    training = Training(model, make_optimizer(model, recipe), run, steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+
+    def run_epoch(epoch):
+        return training.epoch(batches(data.train_images, data.train_labels, recipe["batch_size"],
+                                      augmented=recipe["augment"]), loss_fn, epoch)
+
+    def validate():
+        _, val_accuracy, _ = evaluate(training.evaluated, data.val_images, data.val_labels, run, validation=True)
+        return {"val_accuracy": val_accuracy}
+
+    held_out = not run.final
+    fit(training, run_epoch, validate if held_out else None, "val_accuracy" if held_out else None)
+
+
+def write_outputs(run, model, data, state, history, seen_val):
+    out_dir = run.out_dir
+    val_probabilities, val_accuracy, val_per_class = evaluate(model, data.val_images, data.val_labels, run)
+    print(f"{'last' if run.final else 'best'} checkpoint: epoch {state['epoch']}, "
+          f"{len(views(run.evaluation['tta'], run.evaluation['tta_shift']))} test-time view(s), {run.precision}")
+    if seen_val:
+        print(f"NOTE: --final trained on {seen_val} of the val images, so the val accuracy below is not a "
+              "held-out figure")
+    print(format_classification(val_accuracy, val_per_class, CLASSES))
+    save_npy(out_dir / PREDICTIONS, predictions(model, data.secret_images, run).astype("float32"))
+    save_npy(out_dir / VAL_PREDICTIONS, val_probabilities.astype("float32"))
+    write_json(out_dir / "metrics.json", {
+        "model": run.recipe["model"],
+        "params": count_parameters(model),
+        **run_fields(state, history),
+        "final": run.final,
+        "precision": run.precision,
+        "val_accuracy": val_accuracy,
+        "val_per_class": dict(zip(CLASSES, val_per_class.tolist(), strict=True)),
+        "history": history_without_timing(history),
+        "config": run.record,
+    })
+    name = run.recipe["model"]
+    plot_curves(history, [("train_loss", "train loss"), ("val_accuracy", "val accuracy (%)")],
+                out_dir / "curves.png", title=f"Q1 {name}")
+    predicted, truth = val_probabilities.argmax(axis=1), data.val_labels.numpy()
+    plot_confusion(confusion_matrix(predicted, truth, len(CLASSES)), CLASSES, out_dir / "confusion.png",
+                   title=f"Q1 {name}: val confusion matrix, rows normalised")
+    plot_misclassified(data.val_images.cpu().numpy(), truth, predicted, CLASSES, out_dir / "misclassified.png")
+    print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, curves.png, confusion.png, "
+          f"misclassified.png; checkpoints in {run.checkpoint_dir}")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    switches = "".join(" " + flag(key, value) for key, value in given(args, FAMILY_KEYS).items())
-    hint = f"train first: python q1_fashion/train.py --model {args.model}{switches}" + (" --final" * bool(args.final))
-    device, out_dir, checkpoint_dir, saved, config = start_run(args, RECIPES[args.model], {"model": args.model},
-                                                               hint, eval_keys=("tta", "tta_shift"))
-
-    images, labels = load_fashion_mnist(args.data_dir)
-    secret_images = load_secret_test(args.data_dir)
-    train_index, val_index = split_indices(len(images))
-    if config["final"]:  # the recipe is fixed: train on every labelled image, val included
-        train_index = torch.arange(len(images))
-    train_index = train_index[:config["limit"]]
-    # The training set lives on the device as uint8; batches are indexed, augmented and normalised there.
-    train_images, train_labels = images[train_index].to(device), labels[train_index].to(device)
-    # Val and secret test too (5,000 and 2,000 small images): prediction needs no transfers but the outputs.
-    val_images, val_labels, secret_images = images[val_index].to(device), labels[val_index], secret_images.to(device)
-    print(f"train {len(train_index)} images (indices 0..{len(train_index) - 1}), "
-          f"val {len(val_index)} (from {val_index[0].item()}{', also trained on: --final' * config['final']}), "
-          f"secret test {len(secret_images)}")
-
-    model = build_model(config).to(device, memory_format=torch.channels_last)
-    describe_model(model, (1, 28, 28), out_dir)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-    config["precision"] = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
-
-    if not args.eval_only:
-        steps_per_epoch = len(batch_bounds(len(train_images), config["batch_size"]))
-        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                    nesterov=config["nesterov"] and config["momentum"] > 0,
-                                    weight_decay=config["weight_decay"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
-        ema = WeightAverage(model, config["ema_decay"]) if config["ema_decay"] else None
-        scaler = make_scaler(config["precision"], device)
-
-        def run_epoch(epoch):
-            return train_one_epoch(
-                model, batches(train_images, train_labels, config["batch_size"], augmented=config["augment"]),
-                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}", ema=ema,
-                precision=config["precision"], scaler=scaler)
-
-        def validate():  # with the mirror image, not the shifted views: a tenth of the final evaluation's cost
-            _, val_accuracy, _ = evaluate(ema.module if ema else model, val_images, val_labels, device, config, 0)
-            return {"val_accuracy": val_accuracy}
-
-        final = config["final"]
-        fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
-            evaluate=None if final else validate, score_key=None if final else "val_accuracy",
-            resume_state=saved if args.resume else None, ema=ema, scaler=scaler)
-
-    state, history = load_finished_run(checkpoint_dir, hint, final=config["final"])
-    load_weights(model, prediction_weights(state), checkpoint_dir)
-    val_probabilities, val_accuracy, val_per_class = evaluate(model, val_images, val_labels, device, config)
-    print(f"{'last' if config['final'] else 'best'} checkpoint: epoch {state['epoch']}"
-          f", {len(test_views(config['tta'], config['tta_shift']))} test-time view(s), {config['precision']}")
-    if config["final"]:
-        print("NOTE: --final trained on the val images too, so the val accuracy below is not a held-out figure")
-    print(format_classification(val_accuracy, val_per_class, CLASSES))
-
-    save_npy(out_dir / PREDICTIONS, predict(model, secret_images, device, config).astype("float32"))
-    save_npy(out_dir / VAL_PREDICTIONS, val_probabilities.astype("float32"))
-    write_json(out_dir / "metrics.json", {
-        "model": config["model"],
-        "params": count_parameters(model),
-        **run_fields(state, history),
-        "final": config["final"],
-        "precision": config["precision"],
-        "val_accuracy": val_accuracy,
-        "val_per_class": dict(zip(CLASSES, val_per_class.tolist(), strict=True)),
-        "history": history_without_timing(history),
-        "config": config,
-    })
-    plot_curves(history, [("train_loss", "train loss"), ("val_accuracy", "val accuracy (%)")],
-                out_dir / "curves.png", title=f"Q1 {config['model']}")
-    predicted, truth = val_probabilities.argmax(axis=1), val_labels.numpy()
-    plot_confusion(confusion_matrix(predicted, truth, len(CLASSES)), CLASSES, out_dir / "confusion.png",
-                   title=f"Q1 {config['model']}: val confusion matrix, rows normalised")
-    plot_misclassified(val_images.cpu().numpy(), truth, predicted, CLASSES, out_dir / "misclassified.png")
-    print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, curves.png, confusion.png, "
-          f"misclassified.png; checkpoints in {checkpoint_dir}")
+    run = resolve(args, QUESTION)
+    with owned(run):
+        data, seen_val = load_data(run, args.data_dir)
+        model = build_model(run.recipe).to(run.device, memory_format=torch.channels_last)
+        describe_model(model, (1, 28, 28), run.out_dir)
+        if run.trains:
+            train(run, model, data)
+        state, history = load_result(run, model)
+        write_outputs(run, model, data, state, history, seen_val)
+    return run
 
 
 if __name__ == "__main__":

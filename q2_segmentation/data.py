@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from common.data import batch_bounds
+from common.predict import View, flip_back, resize_to
 from common.runtime import UserError
-from common.training import batch_bounds
 
 IMAGE_SIZE = 224
 CLASSES = ("background", "sports", "accessory", "animal", "vehicle", "person")
@@ -220,3 +221,24 @@ def batches(split, batch_size, normalize, augmented, max_scale=1.0, min_scale=1.
         if augmented:
             images, labels = augment(images, labels, max_scale, min_scale, color, crop)
         yield normalize(images), labels.long()
+
+
+def views(normalize, tta, scales):
+    """Q2's test-time views for common.predict: the normalised image at each of `scales` (bilinear), and with
+    `tta` its mirror image too; each view's per-pixel output is mirrored back, then resized back."""
+    found = []
+    for scale in scales:
+        for mirrored in (False, True) if tta else (False,):
+            def transform(chunk, scale=scale, mirrored=mirrored):
+                inputs = normalize(chunk)
+                if scale != 1:
+                    inputs = F.interpolate(inputs, scale_factor=scale, mode="bilinear", align_corners=False)
+                return inputs.flip(-1) if mirrored else inputs
+
+            def inverse(outputs, size, scale=scale, mirrored=mirrored):
+                outputs = flip_back(outputs, size) if mirrored else outputs
+                return resize_to(outputs, size) if scale != 1 else outputs
+
+            found.append(View(f"{'mirror ' * mirrored}scale {scale:g}", transform,
+                              inverse if (mirrored or scale != 1) else None))
+    return found

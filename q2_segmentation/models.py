@@ -105,6 +105,10 @@ def resnet18_weights(download=True, timeout=20):
     can be fetched into it now."""
     path = resnet18_cache_path()
     if path.is_file():
+        try:  # the file must load, not merely exist: an interrupted download leaves a damaged one
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return False, f"unusable: {path} is damaged (delete it)"
         return True, f"in {path}"
     if not download:
         return False, f"not in {path}"
@@ -142,18 +146,25 @@ def resolve_backbone(backbone, weights=None, pretrained=True, download=True):
     return OFFLINE_BACKBONE
 
 
-def _load_state_dict(model, path, what):
+def first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _load_state_dict(model, path, what, flag="--weights "):
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--weights {path}: file not found")
+        raise UserError(f"{flag}{path}: file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types on a damaged file
+        raise UserError(f"{flag}{path} is damaged: it does not load ({type(error).__name__}: "
+                        f"{first_line(error)}); delete it and fetch it again") from None
+    try:
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         model.load_state_dict(state, strict=True)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"--weights {path}: not a {what} state dict ({first_line})") from None
+        raise UserError(f"{flag}{path}: not a {what} state dict ({first_line(error)})") from None
 
 
 def build_trunk(backbone, pretrained=True, weights=None):
@@ -162,8 +173,11 @@ def build_trunk(backbone, pretrained=True, weights=None):
         if weights:
             net = resnet18(weights=None)
             _load_state_dict(net, weights, "ResNet18")
+        elif pretrained and resnet18_cache_path().is_file():  # a damaged cached file is named as such
+            net = resnet18(weights=None)
+            _load_state_dict(net, resnet18_cache_path(), "ResNet18", flag="")
         elif pretrained:
-            try:  # torchvision reads its hub cache first and downloads only when the file is absent
+            try:  # torchvision downloads the file into its hub cache
                 net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
             except Exception as error:
                 raise UserError(

@@ -6,48 +6,27 @@
     python q2_segmentation/train.py --resume | --eval-only | --final
 """
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.checkpoint import load_weights, prediction_weights
-from common.cli import (
-    add_run_arguments,
-    at_least_one,
-    flag,
-    given,
-    non_negative_float,
-    positive_int,
-    probability,
-    reject_switches,
-    resolve_run_paths,
-    run_name,
-    settle_config,
-)
+from common.cli import add_run_arguments, at_least_one, non_negative_float, positive_int, probability, reject_switches
+from common.data import batch_bounds
+from common.loop import Training, fit, history_without_timing, load_result, run_fields
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
 from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
-from common.precision import choose_precision, make_scaler
+from common.predict import predict
+from common.run import OPTIONS, Question, owned, resolve
 from common.runtime import count_parameters, describe_model, run_cli, save_npy, write_json
-from common.training import (
-    WeightAverage,
-    batch_bounds,
-    fit,
-    history_without_timing,
-    load_finished_run,
-    lr_schedule,
-    predict_softmax,
-    run_fields,
-    start_run,
-    train_one_epoch,
-)
-from q2_segmentation.data import CLASSES, IMAGE_SIZE, Split, batches, load_split, read_classes
+from q2_segmentation.data import CLASSES, IMAGE_SIZE, Split, batches, load_split, read_classes, views
 from q2_segmentation.losses import LOSSES, make_loss
 from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, freeze, resolve_backbone
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
-INIT_KEYS = ("pretrained", "weights")  # only shape a fresh start; a checkpoint overwrites every weight
+PREDICT_BATCH = 32  # images per forward pass at prediction time (eval mode: any tail size is fine)
 # The reference report's published (mean AP, mean IoU), which the report and per_class.png compare against
 REFERENCE_REPORT = {"baseline": {"val": (0.75, 0.51)}, "best": {"val": (0.79, 0.58), "test": (0.73, 0.53)}}
 
@@ -71,10 +50,6 @@ RECIPE = dict(
     ema_decay=0.0,
     tta=False,
     tta_scales=[1.0],
-    val_every=1,
-    seed=0,
-    limit=None,
-    final=False,
 )
 RECIPES = {
     "baseline": RECIPE,
@@ -109,16 +84,17 @@ RECIPES = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", choices=("auto", *BACKBONES), default="auto",
+    parser.add_argument("--backbone", choices=("auto", *BACKBONES),
                         help="trunk; auto (default): resnet18 when its ImageNet weights are at hand, else the best "
-                             "offline trunk")
-    parser.add_argument("--model", choices=MODELS, default="improved",
+                             "offline trunk; with --resume and --eval-only, the checkpoint's")
+    parser.add_argument("--model", choices=MODELS,
                         help="head: baseline (1x1 conv), report_best (the report's dilated ladder), "
                              "ladder (the ablation's switches below), improved (default)")
     parser.add_argument("--weights", type=Path, help="load the trunk's ImageNet weights from this state-dict file")
-    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction,
                         help="start from ImageNet weights (default) or train the trunk from scratch")
-    run = add_run_arguments(parser, "q2_segmentation")
+    run = add_run_arguments(parser, "q2_segmentation", "predict on each image and its mirror image, averaging the "
+                                                       "softmaxes of the mirrored-back maps (at each --tta-scales)")
     run.add_argument("--trunk-lr-scale", type=non_negative_float, help="the trunk's learning rate relative to --lr")
     run.add_argument("--ema-decay", type=probability,
                      help="validate and predict with a moving average of the weights (0: off)")
@@ -148,8 +124,8 @@ def parse_args(argv=None):
     switches.add_argument("--ladder-width", type=positive_int,
                           help="channels of those blocks (default 512, the report's; a CPU trains 128 far faster)")
     args = parser.parse_args(argv)
-    reject_switches(parser, args, LADDER_KEYS, "ladder")
-    if args.weights and not args.pretrained:
+    reject_switches(parser, args, LADDER_KEYS, "ladder", "improved")
+    if args.weights and args.pretrained is False:
         parser.error("--weights and --no-pretrained contradict each other")
     return args
 
@@ -179,27 +155,82 @@ def probability_or_one(text):
     return value
 
 
-def fixed_settings(args):
-    """The settings that are not recipe entries: the trunk, the head, where the trunk's weights come from."""
-    return {"backbone": args.backbone, "model": args.model, "pretrained": args.pretrained,
-            "weights": str(args.weights) if args.weights else None}
+def complete(settings):
+    """A fresh run's derived settings: the trunk --backbone auto stands for (printed with its reason)."""
+    backbone = resolve_backbone(settings["backbone"], settings["weights"], settings["pretrained"])
+    return dict(settings, backbone=backbone)
 
 
-def make_config(args):
-    """A fresh run's settings: the head's recipe under the flags given (see common.cli.settle_config)."""
-    return settle_config(args, RECIPES[args.model], fixed_settings(args))
+QUESTION = Question(
+    name="q2_segmentation", script="q2_segmentation/train.py", recipes=RECIPES, default_model="improved",
+    evaluation=("tta", "tta_scales"), switches=LADDER_KEYS,
+    identity={"backbone": "auto", "pretrained": True, "weights": None},  # the trunk, and its first weights
+    options={**OPTIONS, "val_every": 1}, unset={"backbone": "auto"},
+    prefix=lambda settings: f"{settings['backbone']}_{settings['model']}",
+    # --backbone auto on --resume and --eval-only means the checkpoint's trunk, whichever folder holds it
+    candidates=lambda settings: ([dict(settings, backbone=b) for b in BACKBONES] if settings["backbone"] == "auto"
+                                 else [settings]),
+    complete=complete,
+    prefix_flags=lambda settings: ["--backbone", settings["backbone"]] if settings["backbone"] != "auto" else [],
+)
 
 
-def evaluate(model, split, device, config, exact=True, batch_size=32):
+@dataclass
+class Data:
+    train: Split  # on the device
+    val: Split    # images on the device, labels on the CPU
+    test: Split
+    val_cpu_images: torch.Tensor  # for the figures
+
+
+def load_data(run, data_dir):
+    """The course's splits decoded into uint8 tensors on the run's device: the whole training set (700
+    images: 105 MB) is indexed, augmented and normalised there with no per-batch transfer; prediction
+    transfers nothing but its outputs."""
+    read_classes(data_dir)
+    train = load_split(data_dir, "train", None)
+    val, test = load_split(data_dir, "val"), load_split(data_dir, "test")
+    limit = run.options["limit"]
+    joined = run.final and (limit is None or limit > len(train.names))
+    if run.final:  # the recipe is fixed: train on every labelled image, val included
+        train = Split(train.names + val.names, torch.cat([train.images, val.images]),
+                      torch.cat([train.labels, val.labels]))
+    train = Split(train.names[:limit], train.images[:limit], train.labels[:limit])
+    print(f"train {len(train.names)} images{' (train + val: --final)' * joined}"
+          f"{' (--final, but --limit keeps val out)' * (run.final and not joined)}, val {len(val.names)}, "
+          f"test {len(test.names)} (decoded into memory)")
+    device = run.device
+    return Data(Split(train.names, train.images.to(device), train.labels.to(device)),
+                Split(val.names, val.images.to(device), val.labels), Split(test.names, test.images.to(device)),
+                val.images), joined
+
+
+def build(run):
+    """The run's network on its device, its early trunk stages frozen as the recipe says. Resuming or
+    evaluating overwrites every weight from the checkpoint: no ImageNet weights are loaded then."""
+    recipe = run.recipe if run.mode == "train" else dict(run.recipe, pretrained=False, weights=None)
+    model = build_model(recipe).to(run.device, memory_format=torch.channels_last)
+    freeze(model.trunk, run.recipe["freeze_stride"])  # before the summary, so its trainable count is true
+    return model
+
+
+def make_optimizer(model, recipe):
+    """AdamW with two groups: the trainable trunk at trunk_lr_scale times the head's rate, and the head."""
+    trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": trunk_params, "lr": recipe["lr"] * recipe["trunk_lr_scale"]},
+                              {"params": list(model.head.parameters()), "lr": recipe["lr"]}],
+                             weight_decay=recipe["weight_decay"])
+
+
+def evaluate(model, split, run, exact=True):
     """uint8 floor(softmax x 255) for every image, with per-class AP and IoU computed on exactly those.
 
     `exact`: the final evaluation: AP with the course's own tie order, as the checker computes it, and
     every test-time scale; per-epoch validation (exact=False) uses the faster stable order and scale 1.
     """
-    scales = config["tta_scales"] if exact and config["tta"] else [1.0]
-    probabilities = predict_softmax(model, split.images, lambda chunk: model.normalize(chunk.to(device)),
-                                    batch_size, tta=config["tta"], dense=True, precision=config["precision"],
-                                    scales=scales)
+    tta = run.evaluation["tta"]
+    scales = run.evaluation["tta_scales"] if exact and tta else [1.0]
+    probabilities = predict(model, split.images, views(model.normalize, tta, scales), PREDICT_BATCH, run.precision)
     quantized = quantize_probabilities(probabilities)
     if split.labels is None:
         return quantized, None, None
@@ -207,112 +238,90 @@ def evaluate(model, split, device, config, exact=True, batch_size=32):
     return quantized, ap, iou
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    again = args.resume or args.eval_only  # the weights come from the checkpoint: no download needed
-    args.backbone = resolve_backbone(args.backbone, args.weights, args.pretrained, download=not again)
-    switches = given(args, LADDER_KEYS)
-    resolve_run_paths(args, "q2_segmentation", run_name(f"{args.backbone}_{args.model}", switches,
-                                                        RECIPES[args.model], bool(args.final)))
-    flags = "".join(" " + flag(key, value) for key, value in switches.items())
-    hint = (f"train first: python q2_segmentation/train.py --backbone {args.backbone} --model {args.model}{flags}"
-            + " --final" * bool(args.final))
-    device, out_dir, checkpoint_dir, saved, config = start_run(
-        args, RECIPES[args.model], fixed_settings(args), hint, eval_keys=("tta", "tta_scales"), init_keys=INIT_KEYS)
+def train(run, model, data):
+    recipe = run.recipe
+    steps_per_epoch = len(batch_bounds(len(data.train.names), recipe["batch_size"]))
+    training = Training(model, make_optimizer(model, recipe), run, steps_per_epoch)
+    loss_fn = make_loss(recipe["loss"], recipe["loss_weight"])
 
-    read_classes(args.data_dir)
-    train = load_split(args.data_dir, "train", None)
-    val, test = load_split(args.data_dir, "val"), load_split(args.data_dir, "test")
-    if config["final"]:  # the recipe is fixed: train on every labelled image, val included
-        train = Split(train.names + val.names, torch.cat([train.images, val.images]),
-                      torch.cat([train.labels, val.labels]))
-    limit = config["limit"]
-    train = Split(train.names[:limit], train.images[:limit], train.labels[:limit])
-    print(f"train {len(train.names)} images{' (train + val: --final)' * config['final']}, val {len(val.names)}, "
-          f"test {len(test.names)} (decoded into memory)")
-    # The whole training set lives on the device as uint8 (700 images: 105 MB): batches are indexed,
-    # augmented and normalised there, with no per-batch transfer. Val and test images too (15 MB each):
-    # prediction transfers nothing but its outputs, once per split.
-    train = Split(train.names, train.images.to(device), train.labels.to(device))
-    val_cpu_images = val.images
-    val, test = Split(val.names, val.images.to(device), val.labels), Split(test.names, test.images.to(device))
+    def run_epoch(epoch):
+        return training.epoch(batches(data.train, recipe["batch_size"], model.normalize, recipe["augment"],
+                                      recipe["max_scale"], recipe["min_scale"], recipe["color"], recipe["crop"]),
+                              loss_fn, epoch)
 
-    # Resuming or evaluating overwrites every weight from the checkpoint: skip loading ImageNet weights.
-    model = build_model(dict(config, pretrained=False, weights=None) if again else config)
-    model = model.to(device, memory_format=torch.channels_last)
-    freeze(model.trunk, config["freeze_stride"])  # before the summary, so its trainable count is true
-    describe_model(model, (3, 224, 224), out_dir)
-    config["precision"] = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
+    def validate():
+        _, ap, iou = evaluate(training.evaluated, data.val, run, exact=False)
+        return {"val_mAP": float(ap.mean()), "val_mIoU": float(iou.mean())}
 
-    if not args.eval_only:
-        steps_per_epoch = len(batch_bounds(len(train.names), config["batch_size"]))
-        trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            [{"params": trunk_params, "lr": config["lr"] * config["trunk_lr_scale"]},
-             {"params": list(model.head.parameters()), "lr": config["lr"]}], weight_decay=config["weight_decay"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_schedule(config["schedule"], steps_per_epoch * config["epochs"]))
-        loss_fn = make_loss(config["loss"], config["loss_weight"])
-        ema = WeightAverage(model, config["ema_decay"]) if config["ema_decay"] else None
-        scaler = make_scaler(config["precision"], device)
+    held_out = not run.final
+    fit(training, run_epoch, validate if held_out else None, "val_mIoU" if held_out else None,
+        eval_every=run.options["val_every"])
 
-        def run_epoch(epoch):
-            return train_one_epoch(
-                model, batches(train, config["batch_size"], model.normalize, config["augment"], config["max_scale"],
-                               config["min_scale"], config["color"], config["crop"]),
-                optimizer, scheduler, loss_fn, num_batches=steps_per_epoch, desc=f"epoch {epoch}", ema=ema,
-                precision=config["precision"], scaler=scaler)
 
-        def validate():
-            _, ap, iou = evaluate(ema.module if ema else model, val, device, config, exact=False)
-            return {"val_mAP": float(ap.mean()), "val_mIoU": float(iou.mean())}
+def describe_views(run):
+    """The test-time views used, in words."""
+    if not run.evaluation["tta"]:
+        return "no test-time augmentation"
+    scales = run.evaluation["tta_scales"]
+    return "flip test-time augmentation" + (f" at scales {', '.join(f'{s:g}' for s in scales)}"
+                                            if list(scales) != [1.0] else "")
 
-        final = config["final"]
-        fit(model, optimizer, scheduler, config=config, checkpoint_dir=checkpoint_dir, run_epoch=run_epoch,
-            evaluate=None if final else validate, score_key=None if final else "val_mIoU",
-            resume_state=saved if args.resume else None, eval_every=config["val_every"], ema=ema, scaler=scaler)
 
-    state, history = load_finished_run(checkpoint_dir, hint, final=config["final"])
-    load_weights(model, prediction_weights(state), checkpoint_dir)
-    val_scores, ap, iou = evaluate(model, val, device, config)
-    print(f"{'last' if config['final'] else 'best'} checkpoint: epoch {state['epoch']}"
-          f"{', flip test-time augmentation' * config['tta']}, {config['precision']}")
-    if config["final"]:
+def write_outputs(run, model, data, state, history, joined):
+    out_dir, recipe = run.out_dir, run.recipe
+    val_scores, ap, iou = evaluate(model, data.val, run)
+    print(f"{'last' if run.final else 'best'} checkpoint: epoch {state['epoch']}, {describe_views(run)}, "
+          f"{run.precision}")
+    if joined:
         print("NOTE: --final trained on the val images too, so the val figures below are not held-out figures")
     print(format_segmentation(ap, iou, CLASSES))
-    test_scores, _, _ = evaluate(model, test, device, config)
+    test_scores, _, _ = evaluate(model, data.test, run)
     save_npy(out_dir / PREDICTIONS, test_scores)
     save_npy(out_dir / VAL_PREDICTIONS, val_scores)
     write_json(out_dir / "metrics.json", {
-        "backbone": config["backbone"],
-        "model": config["model"],
-        "head": describe_head(config),
+        "backbone": recipe["backbone"],
+        "model": recipe["model"],
+        "head": describe_head(recipe),
         "params": count_parameters(model),
         **run_fields(state, history),
-        "final": config["final"],
-        "precision": config["precision"],
+        "final": run.final,
+        "precision": run.precision,
         "val_mAP": float(ap.mean()),
         "val_mIoU": float(iou.mean()),
         "val_ap": dict(zip(CLASSES, ap.tolist(), strict=True)),
         "val_iou": dict(zip(CLASSES, iou.tolist(), strict=True)),
         "history": history_without_timing(history),
-        "config": config,
+        "config": run.record,
     })
+    title = f"Q2 {recipe['backbone']} {recipe['model']}"
     plot_curves(history, [("train_loss", "train loss"), ("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")],
-                out_dir / "curves.png", title=f"Q2 {config['backbone']} {config['model']}")
+                out_dir / "curves.png", title=title)
     best = REFERENCE_REPORT["best"]
     plot_per_class(CLASSES, [("AP (val)", ap), ("IoU (val)", iou)], out_dir / "per_class.png",
                    references=[("reference report, mean AP val", best["val"][0]),
                                ("reference report, mean IoU val", best["val"][1]),
                                ("reference report, mean AP test", best["test"][0]),
                                ("reference report, mean IoU test", best["test"][1])],
-                   title=f"Q2 {config['backbone']} {config['model']}: per class, val")
-    shown = np.arange(min(5, len(val.names)))
-    plot_segmentation_examples(val_cpu_images[shown].permute(0, 2, 3, 1).numpy(), val.labels[shown].numpy(),
+                   title=f"{title}: per class, val")
+    shown = np.arange(min(5, len(data.val.names)))
+    plot_segmentation_examples(data.val_cpu_images[shown].permute(0, 2, 3, 1).numpy(), data.val.labels[shown].numpy(),
                                val_scores[shown].argmax(axis=1), CLASSES, out_dir / "vis_val.png")
     print(f"wrote {out_dir / PREDICTIONS} (upload this), {out_dir / 'metrics.json'}, curves.png, per_class.png, "
-          f"vis_val.png; "
-          f"checkpoints in {checkpoint_dir}")
+          f"vis_val.png; checkpoints in {run.checkpoint_dir}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run = resolve(args, QUESTION)
+    with owned(run):
+        data, joined = load_data(run, args.data_dir)
+        model = build(run)
+        describe_model(model, (3, IMAGE_SIZE, IMAGE_SIZE), run.out_dir)
+        if run.trains:
+            train(run, model, data)
+        state, history = load_result(run, model)
+        write_outputs(run, model, data, state, history, joined)
+    return run
 
 
 if __name__ == "__main__":

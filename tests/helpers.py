@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common import loop as training_loop
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,15 +39,15 @@ def interrupted_then_resumed(monkeypatch, train_module, run, *argv):
 
 def interrupt_at_epoch(monkeypatch, train_module, epoch):
     """Make train_module's next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
-    real = train_module.train_one_epoch
+    real = training_loop.train_one_epoch
 
     def interrupted(*args, desc, **kwargs):
         if desc == f"epoch {epoch}":
             raise KeyboardInterrupt
         return real(*args, desc=desc, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
-    return lambda: monkeypatch.setattr(train_module, "train_one_epoch", real)
+    monkeypatch.setattr(training_loop, "train_one_epoch", interrupted)
+    return lambda: monkeypatch.setattr(training_loop, "train_one_epoch", real)
 
 
 def add_cloud_drive_copies(train):
@@ -55,3 +57,15 @@ def add_cloud_drive_copies(train):
     (train / "1 (1).jpg").write_bytes((train / "2.jpg").read_bytes())  # a "copy" that differs from 1.jpg
     (train / "Copy of 2.jpg").write_bytes((train / "2.jpg").read_bytes())
     (train / ".DS_Store").write_bytes(b"\x00")
+
+
+def settings(train_module, *argv):
+    """The Run a train.py resolves from these flags (settings and folders; nothing is created or locked)."""
+    from common.run import resolve
+    return resolve(train_module.parse_args(list(argv)), train_module.QUESTION)
+
+
+def views_only(**evaluation):
+    """The parts of a Run that prediction reads: its evaluation settings and fp32."""
+    from types import SimpleNamespace
+    return SimpleNamespace(evaluation=evaluation, precision="fp32")

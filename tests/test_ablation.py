@@ -8,6 +8,7 @@ from q1_fashion import train as q1_train
 from q1_fashion.models import FAMILY_KEYS
 from q2_segmentation import ablate as q2_ablate
 from q2_segmentation import train as q2_train
+from tests.helpers import settings
 
 
 def fake_train(calls, metrics):
@@ -44,8 +45,8 @@ def test_q1_ladder_ends_at_the_default_model(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(q1_train, "main", fake_train(calls, lambda step: {"val_accuracy": 90.0}))
     q1_ablate.main(["--results-dir", str(tmp_path / "r"), "--checkpoints-dir", str(tmp_path / "c")])
-    last = q1_train.make_config(q1_train.parse_args(calls[-1]))
-    default = q1_train.make_config(q1_train.parse_args([]))
+    last = settings(q1_train, *calls[-1]).recipe
+    default = settings(q1_train).recipe
     for key in ("model", "augment", *FAMILY_KEYS):
         assert last[key] == default[key], key
 

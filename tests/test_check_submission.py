@@ -98,3 +98,40 @@ def test_scoring_a_test_file_without_labels_is_a_clear_error(tmp_path, course_da
         check(tmp_path, "Q1_x.npy", softmax_rows(5000), "--data-dir", str(course_data), "--split", "test")
     with pytest.raises(check_submission.UserError, match=r"Q2 test split has no labels .*pass --split val"):
         check(tmp_path, "Q2_sseg_val_predictions.npy", valid_q2_file(), "--data-dir", str(course_data))
+
+
+def test_a_0d_file_with_labels_gets_its_shape_in_one_line(tmp_path, capsys):
+    np.save(tmp_path / "labels.npy", np.zeros(5000, dtype=np.int64))
+    assert check(tmp_path, "Q1_label_predictions.npy", np.float32(0.5), "--labels", str(tmp_path / "labels.npy")) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("shape is (), expected (2000, 10): one row of 10 class "
+                                                 "probabilities per image")
+
+
+def test_q1_rows_must_sum_to_one_within_a_thousandth(tmp_path, capsys):
+    """README: a Q1 file holds softmax probabilities: each row sums to 1 (float32 rounding allowed)."""
+    rows = np.full((2000, 10), 0.1, dtype=np.float32)
+    rows[7, 0] += 0.0009  # sums to 1.0009: rounding
+    assert check(tmp_path, "Q1_label_predictions.npy", rows) == 0
+    rows[7, 0] += 0.0011  # 1.002: not a softmax
+    assert check(tmp_path, "Q1_label_predictions.npy", rows) == 1
+    assert "1 rows do not sum to 1 within 1e-3 (row 7 sums to 1.0020)" in capsys.readouterr().out
+    rows[7, 0] = 0.1 - 0.0011
+    assert check(tmp_path, "Q1_label_predictions.npy", rows) == 1
+
+
+@pytest.mark.parametrize("scores, valid", [
+    ((255, 0, 0, 0, 0, 0), True),    # a certain pixel: floor(1.0 x 255) = 255, the largest valid sum
+    ((250, 5, 0, 0, 0, 0), True),
+    ((200, 49, 0, 0, 0, 0), True),   # 249: five scores each floored down by almost 1
+    ((200, 48, 0, 0, 0, 0), False),  # 248: more than flooring can lose
+    ((255, 1, 0, 0, 0, 0), False),   # 256: more than 255
+])
+def test_q2_pixel_sums_between_249_and_255_are_valid(tmp_path, capsys, scores, valid):
+    """README: Q2 scores are floor(probability x 255): a pixel's six sum to 249..255."""
+    array = np.zeros((100, 6, 224, 224), dtype=np.uint8)
+    array[:, 0] = 255
+    array[3, :, 10, 20] = scores
+    assert check(tmp_path, "Q2_sseg_predictions.npy", array) == (0 if valid else 1)
+    if not valid:
+        assert "pixel (image 3, row 10, column 20)" in capsys.readouterr().out

@@ -6,29 +6,22 @@ import sys
 import pytest
 
 from common.ablation import as_flags, cumulative
-from common.training import lr_schedule
+from common.loop import lr_schedule
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
-from tests.helpers import REPO
+from tests.helpers import REPO, settings
 
 
 def test_a_flag_beats_the_recipe_and_the_recipe_fills_the_rest():
-    config = q1_train.make_config(q1_train.parse_args(["--lr", "0.3", "--no-augment", "--width", "8"]))
-    assert config["lr"] == 0.3 and config["augment"] is False and config["width"] == 8  # the flags
-    recipe = q1_train.RECIPES["improved"]
-    assert config["epochs"] == recipe["epochs"] and config["depth"] == recipe["depth"]  # the recipe
-    basenet = q1_train.make_config(q1_train.parse_args(["--model", "basenet"]))
-    assert basenet["lr"] == q1_train.RECIPES["basenet"]["lr"] and basenet["schedule"] == "constant"
-    q2 = q2_train.make_config(q2_train.parse_args(["--backbone", "efficientnet_lite0", "--epochs", "3"]))
-    assert q2["epochs"] == 3 and q2["max_scale"] == q2_train.RECIPES["improved"]["max_scale"]
-
-
-def test_recipes_are_a_base_plus_overrides():
-    base = q1_train.BASE
-    assert q1_train.RECIPES["basenet"] == base
-    for recipe in (*q1_train.RECIPES.values(), *q2_train.RECIPES.values()):
-        assert "optimizer" in recipe
-    assert set(q2_train.RECIPE) <= set(q2_train.RECIPES["improved"])
+    run = settings(q1_train, "--lr", "0.3", "--no-augment", "--width", "8", "--precision", "fp32")
+    assert run.recipe["lr"] == 0.3 and run.recipe["augment"] is False and run.recipe["width"] == 8  # the flags
+    assert run.recipe["epochs"] == 30 and run.recipe["depth"] == 2  # the improved recipe's own values
+    assert run.name == "improved-width8"  # network switches name the folder; training flags do not
+    basenet = settings(q1_train, "--model", "basenet", "--precision", "fp32")
+    assert basenet.recipe["lr"] == 0.005 and basenet.recipe["schedule"] == "constant"  # the course starter's
+    assert basenet.options == {"seed": 0, "limit": None, "final": False}
+    q2 = settings(q2_train, "--backbone", "efficientnet_lite0", "--epochs", "3", "--precision", "fp32")
+    assert q2.recipe["epochs"] == 3 and q2.recipe["max_scale"] == 1.5 and q2.recipe["backbone"] == "efficientnet_lite0"
 
 
 def test_family_switches_for_another_model_are_a_usage_error(capsys):
@@ -77,9 +70,11 @@ def test_scripts_start_from_any_directory(tmp_path, script):
 
 def test_default_folders_are_the_repositorys_and_typed_paths_are_the_users(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = q1_train.parse_args(["--model", "basenet"])
-    assert args.data_dir == REPO / "data"
-    assert args.out_dir == REPO / "results" / "q1_fashion" / "basenet"
-    assert args.checkpoint_dir == REPO / "checkpoints" / "q1_fashion" / "basenet"
-    typed = q1_train.parse_args(["--data-dir", "mine", "--out-dir", "out"])
-    assert typed.data_dir.resolve() == tmp_path / "mine" and typed.out_dir.resolve() == tmp_path / "out"
+    run = settings(q1_train, "--model", "basenet")
+    assert q1_train.parse_args([]).data_dir == REPO / "data"
+    assert run.out_dir == REPO / "results" / "q1_fashion" / "basenet"
+    assert run.checkpoint_dir == REPO / "checkpoints" / "q1_fashion" / "basenet"
+    assert settings(q1_train, "--final").out_dir.name == "improved-final"  # its own folder by default
+    typed = settings(q1_train, "--data-dir", "mine", "--out-dir", "out")
+    assert typed.out_dir.resolve() == tmp_path / "out"
+    assert q1_train.parse_args(["--data-dir", "mine"]).data_dir.resolve() == tmp_path / "mine"

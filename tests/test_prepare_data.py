@@ -43,3 +43,50 @@ def test_cloud_drive_copies_are_not_copied(tmp_path, tiny_course_data, capsys):
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "ignored 5 files not named N.jpg/N.png" in warnings[0]
     assert warnings[0].endswith("; not copied")
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_a_source_that_is_the_destination_or_holds_it_is_refused_before_anything_is_touched(tmp_path,
+                                                                                            tiny_course_data, link):
+    """It used to link the course's files to themselves (--link) or delete classes.txt (copy)."""
+    before = files_under(tiny_course_data)
+    for source, data_dir in ((tiny_course_data, tiny_course_data),  # the same folder
+                             (tiny_course_data.parent, tiny_course_data),  # found one level down: data/ itself
+                             (tiny_course_data, tiny_course_data / "inner")):  # the destination inside the source
+        with pytest.raises(UserError) as error:
+            prepare(source, data_dir, link=link)
+        assert "are the same folder or one holds the other" in str(error.value) and "\n" not in str(error.value)
+        assert files_under(tiny_course_data) == before
+    assert not (tiny_course_data / "inner").exists()
+
+
+def test_a_failed_copy_keeps_the_previous_data(tmp_path, tiny_course_data, monkeypatch):
+    target = prepare(tiny_course_data, tmp_path / "repo-data")
+    before = files_under(target)
+
+    def broken(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tools.prepare_data.shutil.copyfile", broken)
+    with pytest.raises(OSError):
+        prepare(tiny_course_data, target)
+    assert files_under(target) == before  # the old copy stays until a new one is complete
+
+
+def test_a_damaged_zip_leaves_nothing_unpacked(tmp_path, tiny_course_data):
+    archive = shutil.make_archive(str(tmp_path / "data"), "zip", root_dir=tiny_course_data.parent, base_dir="data")
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(open(archive, "rb").read()[:-200])  # the central directory cut short
+    with pytest.raises(UserError, match="damaged.zip"):
+        prepare(damaged, tmp_path / "repo-data")
+    assert not (tmp_path / "repo-data" / ".unpacked").exists()
+    (tiny_course_data / "classes.txt").unlink()  # a whole zip without the course's files
+    incomplete = shutil.make_archive(str(tmp_path / "incomplete"), "zip", root_dir=tiny_course_data.parent,
+                                     base_dir="data")
+    with pytest.raises(UserError, match="no classes.txt"):
+        prepare(incomplete, tmp_path / "repo-data")
+    assert not (tmp_path / "repo-data" / ".unpacked").exists()

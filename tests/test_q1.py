@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from common import loop as training_loop
 from common.metrics import format_classification
 from common.runtime import UserError, count_parameters
 from q1_fashion import data as q1_data
 from q1_fashion import train as q1_train
 from q1_fashion.models import BaseNet, FashionNet, ReportBest, build_model
-from tests.helpers import interrupted_then_resumed, read_metrics
+from tests.helpers import interrupted_then_resumed, read_metrics, views_only
 from tools import check_submission
 
 
@@ -208,13 +209,13 @@ def test_a_resumed_run_takes_its_new_schedule_from_the_first_step(tmp_path, cour
     common = ("--model", "improved", "--width", "4", "--limit", "512", "--batch-size", "128", "--no-tta")
     run_q1(tmp_path, "s", *common, "--epochs", "1", course_data=course_data)
     seen = []
-    real = q1_train.train_one_epoch
+    real = training_loop.train_one_epoch
 
     def record(model, batches, optimizer, *args, **kwargs):
         seen.append(optimizer.param_groups[0]["lr"])
         return real(model, batches, optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(q1_train, "train_one_epoch", record)
+    monkeypatch.setattr(training_loop, "train_one_epoch", record)
     run_q1(tmp_path, "s", *common, "--epochs", "3", "--resume", course_data=course_data)
     steps = 4  # 512 images in batches of 128
     expected = 0.1 * q1_train.lr_schedule("onecycle", 3 * steps)(steps)
@@ -232,7 +233,6 @@ def test_final_trains_on_all_60000_images_and_says_so(tmp_path, course_data, cap
     assert [r.keys() for r in metrics["history"]] == [{"epoch", "train_loss"}]  # no val pick of an epoch
     assert (ckpt / "last.pt").is_file() and not (ckpt / "best.pt").exists()
     assert np.load(out / "Q1_label_predictions.npy").shape == (2000, 10)
-    assert q1_train.parse_args(["--final"]).out_dir.name == "improved-final"  # its own folder by default
 
 
 @pytest.mark.slow
@@ -246,21 +246,34 @@ def test_resume_under_bf16_matches_an_uninterrupted_run(tmp_path, course_data, m
     assert read_metrics(resumed) == read_metrics(straight)
 
 
-def test_test_time_views_and_their_mean():
+def shifted_by_hand(image, dy, dx):
+    """`image` (H, W) moved dy rows down and dx columns right, zeros coming in: pixel by pixel."""
+    height, width = image.shape
+    out = torch.zeros_like(image)
+    for y in range(height):
+        for x in range(width):
+            if 0 <= y - dy < height and 0 <= x - dx < width:
+                out[y, x] = image[y - dy, x - dx]
+    return out
+
+
+def test_the_ten_test_time_views_are_the_image_and_mirror_moved_one_pixel_four_ways():
+    """README: "the image and its mirror, each also moved 1 pixel four ways (10 views)"."""
     images = torch.arange(2 * 28 * 28, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 28, 28)
-    down = q1_data.translate(images, 1, 0)
-    assert torch.equal(down[:, 1:], images[:, :-1]) and not down[:, 0].any()  # moved down, zero fill
-    left_mirror = q1_data.translate(images, 0, -1, flip=True)
-    assert torch.equal(left_mirror[:, :, :-1], images.flip(-1)[:, :, 1:]) and not left_mirror[:, :, -1].any()
-    assert q1_data.test_views(False, 1) == [(False, 0, 0)]
-    assert q1_data.test_views(True, 0) == [(False, 0, 0), (True, 0, 0)]
-    assert len(q1_data.test_views(True, 1)) == 10
-    # the prediction is the mean softmax over the views, each computed independently here
+    expected_views = [(flip, dy, dx) for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+                      for flip in (False, True)]
+    assert q1_data.test_views(True, 1) == expected_views
+    assert q1_data.test_views(False, 1) == [(False, 0, 0)] and len(q1_data.test_views(True, 0)) == 2
+    by_hand = [torch.stack([shifted_by_hand(image.flip(-1) if flip else image, dy, dx) for image in images])
+               for flip, dy, dx in expected_views]
+    assert len({tuple(view.flatten().tolist()) for view in by_hand}) == 10  # ten different views
     torch.manual_seed(0)
     net = FashionNet(width=4, batchnorm=True).eval()
-    config = {"tta": True, "tta_shift": 1, "precision": "fp32"}
-    got = q1_train.predict(net, images, torch.device("cpu"), config)
-    with torch.no_grad():
-        expected = sum(net(q1_data.normalize(q1_data.translate(images, dy, dx, flip))).softmax(1)
-                       for flip, dy, dx in q1_data.test_views(True, 1)) / 10
+    got = q1_train.predictions(net, images, views_only(tta=True, tta_shift=1))
+    with torch.no_grad():  # the mean softmax over the ten views, each made pixel by pixel above
+        expected = sum(net(q1_data.normalize(view)).softmax(1) for view in by_hand) / 10
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
+    flip_only = q1_train.predictions(net, images, views_only(tta=True, tta_shift=1), validation=True)
+    with torch.no_grad():
+        expected = (net(q1_data.normalize(images)).softmax(1) + net(q1_data.normalize(images.flip(-1))).softmax(1)) / 2
+    np.testing.assert_allclose(flip_only, expected.numpy(), rtol=1e-5, atol=1e-6)

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from common.metrics import format_segmentation, segmentation_scores
+from common.predict import predict
 from common.runtime import UserError, count_parameters
-from common.training import tta_softmax
 from q2_segmentation import train as q2_train
-from q2_segmentation.data import CLASSES, FILL, IGNORE, augment, list_items, load_split, read_classes
+from q2_segmentation.data import CLASSES, FILL, IGNORE, augment, list_items, load_split, read_classes, views
 from q2_segmentation.models import (
     BACKBONES,
     MODELS,
@@ -21,7 +21,13 @@ from q2_segmentation.models import (
     freeze,
     resolve_backbone,
 )
-from tests.helpers import add_cloud_drive_copies, interrupted_then_resumed, read_metrics, write_segmentation_item
+from tests.helpers import (
+    add_cloud_drive_copies,
+    interrupted_then_resumed,
+    read_metrics,
+    views_only,
+    write_segmentation_item,
+)
 from tools import check_submission
 
 
@@ -104,8 +110,7 @@ def test_evaluate_scores_exactly_the_floored_softmax_it_returns(tiny_course_data
     torch.manual_seed(0)
     model = build_model(dict(backbone="efficientnet_lite0", model="baseline", pretrained=False)).eval()
     val = load_split(tiny_course_data, "val")
-    config = {"tta": False, "precision": "fp32"}
-    quantized, ap, iou = q2_train.evaluate(model, val, torch.device("cpu"), config, batch_size=1)
+    quantized, ap, iou = q2_train.evaluate(model, val, views_only(tta=False, tta_scales=[1.0]))
     with torch.no_grad():
         expected = model(model.normalize(val.images)).softmax(dim=1).numpy()
     assert quantized.dtype == np.uint8 and quantized.shape == (2, 6, 224, 224)
@@ -223,7 +228,8 @@ def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch):
 def test_checkpoint_of_another_backbone_is_refused(tmp_path, tiny_course_data):
     run_q2(tmp_path, "a", "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "1",
            data_dir=tiny_course_data)
-    with pytest.raises(UserError, match="was trained with --backbone efficientnet_lite0, not --backbone resnet18"):
+    refusal = "was trained with --backbone efficientnet_lite0 --pretrained, not --backbone resnet18 --no-pretrained"
+    with pytest.raises(UserError, match=refusal):
         q2_train.main(["--data-dir", str(tiny_course_data), "--backbone", "resnet18", "--model", "baseline",
                        "--no-pretrained", "--eval-only", "--out-dir", str(tmp_path / "a" / "out"),
                        "--checkpoint-dir", str(tmp_path / "a" / "ckpt")])
@@ -234,7 +240,28 @@ def test_flip_tta_averages_the_softmax_of_image_and_mirror():
     net = torch.nn.Conv2d(3, 6, 3, padding=1)
     x = torch.randn(2, 3, 8, 8)
     expected = (net(x).softmax(1) + net(x.flip(-1)).flip(-1).softmax(1)) / 2
-    torch.testing.assert_close(tta_softmax(net, x, dense=True), expected)
+    got = predict(net, x, views(lambda chunk: chunk, True, [1.0]), 2)
+    np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_scaled_views_are_mapped_back_onto_the_original_pixels():
+    """README: "flip x 4-scale TTA": each view's map is mirrored back and resized back before averaging."""
+    # a per-pixel model of a left-to-right ramp: its mirrored view's map must be mirrored back, and a
+    # scaled view's map resized back, or the average no longer lines up with the image
+    net = torch.nn.Conv2d(3, 6, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.arange(18.0).view(6, 3, 1, 1) / 10)
+        net.bias.zero_()
+    ramp = torch.linspace(-1, 1, 16).view(1, 1, 1, 16).expand(2, 3, 16, 16).contiguous()
+    scales = [0.5, 1.0, 2.0]
+    got = predict(net, ramp, views(lambda chunk: chunk, True, scales), 2)
+    with torch.no_grad():  # independently: a 1x1 conv commutes with a mirror, so each scale counts twice
+        per_scale = [torch.nn.functional.interpolate(
+            net(torch.nn.functional.interpolate(ramp, scale_factor=s, mode="bilinear", align_corners=False)),
+            size=(16, 16), mode="bilinear", align_corners=False).softmax(1) for s in scales]
+    np.testing.assert_allclose(got, (sum(per_scale) / 3).numpy(), rtol=1e-5, atol=1e-6)
+    assert got.shape == (2, 6, 16, 16)
+    assert not np.allclose(got, got[..., ::-1], atol=1e-3)  # the ramp's map is not symmetric: mirroring shows
 
 
 @pytest.mark.slow
@@ -323,7 +350,8 @@ def test_backbone_auto_falls_back_offline_with_one_line(tmp_path, monkeypatch, c
     assert resolve_backbone("auto", weights=tmp_path / "resnet18.pth") == "resnet18"
     cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"")
+    import torchvision
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), cached)  # a file that loads
     assert resolve_backbone("auto") == "resnet18"
     assert resolve_backbone("efficientnet_lite1") == "efficientnet_lite1"  # a named trunk is taken as named
 
@@ -433,3 +461,20 @@ def test_freezing_stops_exactly_the_layers_up_to_the_stride(backbone):
     for number, stage in enumerate(stages):
         for parameter in (p for layer in stage for p in layer.parameters()):
             assert parameter.requires_grad == (number >= 2)
+
+
+def test_a_damaged_cached_resnet18_file_is_named_and_auto_falls_back(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a download")
+    assert resolve_backbone("auto") == OFFLINE_BACKBONE
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"backbone auto: {OFFLINE_BACKBONE} (ResNet18's ImageNet weights are unusable: {cached} is "
+                     f"damaged (delete it); {OFFLINE_BACKBONE}'s ship with pip)"]
+    with pytest.raises(UserError) as error:  # asked for by name, it is an error, naming the file as damaged
+        build_trunk("resnet18", pretrained=True)
+    assert str(error.value).startswith(f"{cached} is damaged: it does not load")
+    with pytest.raises(UserError, match="--weights .*bad.pth is damaged: it does not load"):
+        (tmp_path / "bad.pth").write_bytes(b"\x00")
+        build_trunk("resnet18", weights=tmp_path / "bad.pth")

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from common import loop as training_loop
 from common.runtime import UserError, run_cli
 from q1_fashion import train as q1_train
 from tests.helpers import REPO
@@ -68,7 +69,7 @@ def test_unwritable_out_dir(tmp_path, course_data, capsys):
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, course_data, monkeypatch):
-    real = q1_train.train_one_epoch
+    real = training_loop.train_one_epoch
 
     def poisoned(model, batches, optimizer, scheduler, loss_fn, **kwargs):
         if kwargs["desc"] == "epoch 2":
@@ -76,7 +77,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, course_data
                 return torch.nn.functional.cross_entropy(outputs, targets) * float("nan")
         return real(model, batches, optimizer, scheduler, loss_fn, **kwargs)
 
-    monkeypatch.setattr(q1_train, "train_one_epoch", poisoned)
+    monkeypatch.setattr(training_loop, "train_one_epoch", poisoned)
     with pytest.raises(UserError, match="training loss became nan at epoch 2, batch 1; lower --lr"):
         q1_train.main(q1_args(tmp_path, course_data, "--model", "basenet", "--epochs", "3", "--limit", "500"))
     for name in ("last.pt", "best.pt"):

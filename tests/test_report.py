@@ -10,7 +10,11 @@ from q2_segmentation.data import CLASSES as Q2_CLASSES
 from q2_segmentation.train import RECIPES as Q2_RECIPES
 from tools import report
 
-pypdf = pytest.importorskip("pypdf")
+
+@pytest.fixture
+def pypdf():
+    """pypdf reads the PDF back; only the tests of the PDF need it (the Markdown tests run without)."""
+    return pytest.importorskip("pypdf")
 
 
 def png(path, size=(400, 300)):
@@ -65,7 +69,7 @@ def results(tmp_path):
     return results
 
 
-def pdf_text(path):
+def pdf_text(pypdf, path):
     reader = pypdf.PdfReader(path)
     return len(reader.pages), "\n".join(page.extract_text() for page in reader.pages)
 
@@ -95,11 +99,11 @@ def test_report_reads_every_section_and_number(results):
     assert "confusion.png" in text and "per_class.png" in text and "misclassified.png" in text
 
 
-def test_report_pdf_has_the_sections_numbers_and_figures(results):
+def test_report_pdf_has_the_sections_numbers_and_figures(results, pypdf):
     report.build_report(results)
     pdf = results / "report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
-    pages, text = pdf_text(pdf)
+    pages, text = pdf_text(pypdf, pdf)
     assert pages == 8
     for heading in ("Summary: this repository next to the reference report", "Q1: Fashion-MNIST classification",
                     "BaseNet", "Best model: improved", "Secret test predictions", "Q2: semantic segmentation",
@@ -112,11 +116,39 @@ def test_report_pdf_has_the_sections_numbers_and_figures(results):
     assert images == 10  # the best Q1 run's 3 figures, the Q1 ablation chart, 3 for each of 2 Q2 runs
 
 
-def test_an_empty_results_tree_still_gives_a_pdf_with_the_commands(tmp_path):
+def test_an_empty_results_tree_still_gives_a_pdf_with_the_commands(tmp_path, pypdf):
     report.build_report(tmp_path / "results")
-    pages, text = pdf_text(tmp_path / "results" / "report.pdf")
+    pages, text = pdf_text(pypdf, tmp_path / "results" / "report.pdf")
     assert pages == 1
     for command in ("python q1_fashion/train.py --model basenet", "python q1_fashion/train.py",
                     "python q2_segmentation/train.py --model baseline", "python q2_segmentation/ablate.py"):
         assert command in text
     assert "not run" in text
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("truncated", "not readable JSON"),
+    ("empty", "empty"),
+    ("keys", "no params, epochs, train_seconds, val_accuracy, val_per_class, config"),
+])
+def test_a_damaged_metrics_file_is_left_out_with_one_warning_and_the_report_says_why(results, capsys, damage,
+                                                                                     problem):
+    path = results / "q1_fashion" / "basenet" / "metrics.json"
+    path.write_text({"truncated": path.read_text()[:100], "empty": "", "keys": '{"model": "improved"}'}[damage])
+    text = report.build_report(results)
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"warning: {path}: {problem}") and warnings[0].endswith("; left out")
+    assert f"left out: {path} is damaged ({problem}" in text  # the summary's BaseNet row says why
+    assert "93.88 %" in text and (results / "report.pdf").is_file()  # the rest of the report is written
+
+
+def test_the_report_shows_paths_relative_to_the_repository(tmp_path, monkeypatch):
+    from common import paths
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    results = tmp_path / "results"
+    write_q1_run(results / "q1_fashion" / "improved", "improved", 93.875, [90.25 + i / 2 for i in range(10)])
+    np.save(results / "q1_fashion" / "improved" / "Q1_label_predictions.npy", np.full((2000, 10), 0.1, np.float32))
+    text = report.build_report(results)
+    assert "`results/q1_fashion/improved/Q1_label_predictions.npy`, checked by" in text
+    assert str(tmp_path) not in text  # no absolute path of this machine, the checker's verdict included

@@ -125,6 +125,9 @@ def main(argv=None):
     if scoring and question == "q2" and split == "test":
         raise UserError(NO_TEST_LABELS.format(what="Q2 test split") + " (pass --split val for a val file)")
     items = EXPECTED_ITEMS[question, split]
+    if array.ndim == 0 or (question == "q1" and array.ndim != 2):  # the shape first: scoring needs rows
+        print(f"INVALID {args.file}: {(q1_problems if question == 'q1' else q2_problems)(array, items)[0]}")
+        return 1
     if scoring and question == "q1":
         labels = load_q1_labels(args, split, len(array))
         items = len(labels)

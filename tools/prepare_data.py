@@ -39,41 +39,79 @@ def copy_split(source, target):
         print(f"warning: {warning}; not copied", file=sys.stderr)
 
 
+def refuse_overlap(root, data_dir):
+    """Preparing a folder from itself, or from a folder inside or around it, would replace the course's files
+    with links to themselves or delete them before copying: refused, before anything is touched."""
+    source, target = root.resolve(), data_dir.resolve()
+    if source == target or target in source.parents or source in target.parents:
+        raise UserError(f"--source {root} and --data-dir {data_dir} are the same folder or one holds the other "
+                        f"({source} and {target}); give the course's own data folder as --source")
+
+
+def place(source, target, link):
+    """Put `source` at `target`: the new copy or link is built beside the old one and swapped in only once
+    it is complete, so a failure leaves the old one in place."""
+    fresh = target.with_name(f".{target.name}.new")
+    remove(fresh)
+    if link:
+        fresh.symlink_to(source.resolve())
+    elif source.is_dir():
+        copy_split(source, fresh)
+    else:
+        shutil.copyfile(source, fresh)
+    old = target.with_name(f".{target.name}.old")
+    remove(old)
+    if target.is_symlink() or target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    remove(old)
+
+
+def remove(path):
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
 def prepare(source, data_dir, link=False):
     source, data_dir = Path(source), Path(data_dir)
     if not source.exists():
         raise UserError(f"--source {source}: not found")
-    if source.is_file():
-        if not zipfile.is_zipfile(source):
-            raise UserError(f"--source {source}: neither a folder nor a zip file")
-        if link:
-            raise UserError("--link needs a folder as --source, not a zip")
-        unpacked = data_dir / ".unpacked"
-        with zipfile.ZipFile(source) as archive:
-            archive.extractall(unpacked)
-        root, link = find_root(unpacked), False
-    else:
-        root = find_root(source)
+    if source.is_dir():
+        fill(find_root(source), data_dir, link)
+        return data_dir
+    if not zipfile.is_zipfile(source):
+        raise UserError(f"--source {source}: neither a folder nor a zip file")
+    if link:
+        raise UserError("--link needs a folder as --source, not a zip")
+    unpacked = data_dir / ".unpacked"
+    try:  # the unpacked copy goes on every outcome, failures included
+        remove(unpacked)
+        try:
+            with zipfile.ZipFile(source) as archive:
+                archive.extractall(unpacked)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise UserError(f"--source {source}: cannot unpack ({error})") from None
+        fill(find_root(unpacked), data_dir, link=False, unpacked=True)
+    finally:
+        remove(unpacked)
+    return data_dir
+
+
+def fill(root, data_dir, link, unpacked=False):
+    """Each course entry of `root` into `data_dir`, checked complete before anything is replaced.
+    `unpacked`: root is this tool's own unpacked zip, inside data_dir by design."""
+    if not unpacked:
+        refuse_overlap(root, data_dir)
     missing = [entry for entry in ENTRIES if not (root / entry).exists()]
     if missing:
         raise UserError(f"{root}: missing {', '.join(missing)}")
     for entry in ENTRIES:
         target = data_dir / entry
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        elif target.is_dir():
-            shutil.rmtree(target)
-        if link:
-            target.symlink_to((root / entry).resolve())
-        elif (root / entry).is_dir():
-            copy_split(root / entry, target)
-        else:
-            shutil.copyfile(root / entry, target)
+        place(root / entry, target, link)
         print(f"{'linked' if link else 'copied'} {root / entry} -> {target}")
-    if source.is_file():
-        shutil.rmtree(data_dir / ".unpacked")
-    return data_dir
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from common.metrics import format_segmentation
-from common.paths import RESULTS_DIR
+from common.paths import RESULTS_DIR, repo_relative
 from common.runtime import run_cli, write_atomically, write_text
 from q1_fashion import train as q1_train
 from q1_fashion.models import build_model as build_q1_model
@@ -31,12 +31,37 @@ LAYER_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6, nn.
 TITLE = "CS543 Deep ConvNets: report"
 
 
+REQUIRED = {  # what the report reads from a run's metrics.json, by question folder
+    "q1_fashion": ("model", "params", "epochs", "train_seconds", "val_accuracy", "val_per_class", "config"),
+    "q2_segmentation": ("backbone", "model", "params", "epochs", "train_seconds", "val_mAP", "val_mIoU", "val_ap",
+                        "val_iou", "config"),
+}
+
+
 def read_runs(root):
-    """{folder name: metrics} of every run under `root` (a question's results folder), ablation steps aside."""
-    runs = {}
+    """({folder name: metrics}, {folder name: why it was left out}) of the runs under `root` (a question's
+    results folder), ablation steps aside. A damaged metrics.json gets one warning line and is left out."""
+    runs, left_out = {}, {}
     for path in sorted(Path(root).glob("*/metrics.json")) if Path(root).is_dir() else []:
-        runs[path.parent.name] = json.loads(path.read_text())
-    return runs
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            problem = f"not readable JSON ({error})" if path.stat().st_size else "empty"
+        else:
+            missing = [key for key in REQUIRED.get(Path(root).name, ()) if not isinstance(metrics, dict)
+                       or key not in metrics]
+            problem = f"no {', '.join(missing)}" if missing else None
+        if problem:
+            left_out[path.parent.name] = f"{repo_relative(path)} is damaged ({problem})"
+            print(f"warning: {repo_relative(path)}: {problem}; left out", file=sys.stderr)
+        else:
+            runs[path.parent.name] = metrics
+    return runs, left_out
+
+
+def why_not(name, left_out, command):
+    """The "not run" text for a run the report lacks: why it was left out, or the command that makes it."""
+    return f"left out: {left_out[name]}" if name in left_out else f"not run: `{command}`"
 
 
 def held_out(runs):
@@ -88,17 +113,19 @@ def verdict(path, *extra):
         with contextlib.redirect_stdout(buffer):
             code = check_submission.main([str(path), *extra])
     except Exception as error:  # the report states the problem instead of stopping
-        return f"INVALID {path}: {error}"
-    return buffer.getvalue().strip() + ("" if code == 0 else f"\n(exit code {code})")
+        return f"INVALID {repo_relative(path)}: {error}"
+    text = buffer.getvalue().strip().replace(str(path), str(repo_relative(path)))
+    return text + ("" if code == 0 else f"\n(exit code {code})")
 
 
-def summary(doc, q1_runs, q2_runs):
+def summary(doc, q1_runs, q2_runs, left_out):
     """The table at the top: this repository's figures next to the reference report's published ones."""
     q1_ref, q2_ref = q1_train.REFERENCE_REPORT, q2_train.REFERENCE_REPORT
     rows = []
     base = q1_runs.get("basenet")
     rows.append(["Q1 BaseNet, val accuracy", f"{q1_ref['basenet']['val']:.1f} %",
-                 f"{base['val_accuracy']:.2f} %" if base else "not run: `python q1_fashion/train.py --model basenet`",
+                 f"{base['val_accuracy']:.2f} %" if base else
+                 why_not("basenet", left_out, "python q1_fashion/train.py --model basenet"),
                  how(base, model="BaseNet") if base else ""])
     if q1_runs:
         name, best = max(q1_runs.items(), key=lambda item: item[1]["val_accuracy"])
@@ -106,7 +133,7 @@ def summary(doc, q1_runs, q2_runs):
                      how(best, model=f"{name} ({best['params']:,} parameters)")])
     else:
         rows.append(["Q1 best model, val accuracy", f"{q1_ref['best']['val']:.1f} %",
-                     "not run: `python q1_fashion/train.py`", ""])
+                     why_not("improved", left_out, "python q1_fashion/train.py"), ""])
     rows.append(["Q1 best model, test accuracy", f"{q1_ref['best']['test']:.1f} %",
                  "graded by the autograder (labels not public)", "Q1_label_predictions.npy"])
     for label, head in (("Q2 baseline", "baseline"), ("Q2 best model", None)):
@@ -119,8 +146,9 @@ def summary(doc, q1_runs, q2_runs):
                          how(run, trunk=f"{run['backbone']} trunk", head=f"{run['model']} head")])
         else:
             command = "python q2_segmentation/train.py" + (f" --model {head}" if head else "")
+            damaged = [name for name in left_out if name.endswith(f"_{head or 'improved'}")]
             rows.append([f"{label}, val mAP / mIoU", f"{reference[0]:.2f} / {reference[1]:.2f}",
-                         f"not run: `{command}`", ""])
+                         why_not(damaged[0] if damaged else "", left_out, command), ""])
     test = q2_ref["best"]["test"]
     rows.append(["Q2 best model, test mAP / mIoU", f"{test[0]:.2f} / {test[1]:.2f}",
                  "graded by the autograder (labels not public)", "Q2_sseg_predictions.npy"])
@@ -130,19 +158,21 @@ def summary(doc, q1_runs, q2_runs):
                   "runs made with `--final` trained on those images and are left out of this table.")
 
 
-def q1_section(doc, results, runs):
+def q1_section(doc, results, runs, left_out):
     root = results / "q1_fashion"
     doc.heading(1, "Q1: Fashion-MNIST classification")
     doc.heading(2, "BaseNet")
     base = runs.get("basenet")
     if base is None:
-        doc.paragraph("BaseNet run not found: run `python q1_fashion/train.py --model basenet`.")
+        doc.paragraph(f"BaseNet: {why_not('basenet', left_out, 'python q1_fashion/train.py --model basenet')}.")
     else:
         if (root / "basenet" / "model.txt").is_file():
             doc.code((root / "basenet" / "model.txt").read_text())
         doc.paragraph(f"Val accuracy: **{base['val_accuracy']:.2f} %** ({base['params']:,} parameters, "
                       f"{how(base)}).")
         doc.table(["class", "val accuracy (%)"], [[c, f"{v:.2f}"] for c, v in base["val_per_class"].items()])
+    if left_out:
+        doc.bullets([f"`{name}` {why}" for name, why in left_out.items()])
     if not runs:
         doc.paragraph("No Q1 run found: run `python q1_fashion/train.py`.")
         return
@@ -181,10 +211,10 @@ def q1_section(doc, results, runs):
     doc.heading(2, "Secret test predictions")
     prediction = folder / q1_train.PREDICTIONS
     if prediction.is_file():
-        doc.paragraph(f"`{prediction}`, checked by `cs543-check`:")
+        doc.paragraph(f"`{repo_relative(prediction)}`, checked by `cs543-check`:")
         doc.code(verdict(prediction))
     else:
-        doc.paragraph(f"`{prediction}` not found: run `python q1_fashion/train.py --eval-only`.")
+        doc.paragraph(f"`{repo_relative(prediction)}` not found: run `python q1_fashion/train.py --eval-only`.")
 
 
 def ablation(doc, root, command):
@@ -199,13 +229,16 @@ def ablation(doc, root, command):
     doc.figure(root / "ablation.png", "ablation")
 
 
-def q2_section(doc, results, runs):
+def q2_section(doc, results, runs, left_out):
     root = results / "q2_segmentation"
     doc.heading(1, "Q2: semantic segmentation")
     missing = [head for head in Q2_HEADS if not any(run["model"] == head for run in runs.values())]
     if missing:
-        doc.bullets([f"no `{head}` run found: run `python q2_segmentation/train.py --model {head}`"
+        doc.bullets([f"no `{head}` run: " + why_not(next((n for n in left_out if n.endswith(f"_{head}")), ""),
+                                                      left_out, f"python q2_segmentation/train.py --model {head}")
                      for head in missing])
+    if left_out:
+        doc.bullets([f"`{name}` {why}" for name, why in left_out.items()])
     if not runs:
         doc.paragraph("No Q2 run found: run `python q2_segmentation/train.py`.")
     else:
@@ -248,20 +281,21 @@ def q2_section(doc, results, runs):
             doc.paragraph("Test predictions, checked by `cs543-check`:")
             doc.code(verdict(prediction))
         else:
-            doc.paragraph(f"Test predictions `{prediction}` not found: rerun with `--eval-only`.")
+            doc.paragraph(f"Test predictions `{repo_relative(prediction)}` not found: rerun with `--eval-only`.")
     ablation(doc, root, "python q2_segmentation/ablate.py")
 
 
 def build_report(results):
     """Write REPORT.md and report.pdf in `results`; returns the Markdown text."""
     results = Path(results)
-    q1_runs, q2_runs = read_runs(results / "q1_fashion"), read_runs(results / "q2_segmentation")
+    (q1_runs, q1_left_out), (q2_runs, q2_left_out) = read_runs(results / "q1_fashion"), \
+        read_runs(results / "q2_segmentation")
     doc = Document(TITLE)
     doc.paragraph("Generated by `cs543-report` from the runs in `results/`: every number below is read from the "
                   "files the training scripts wrote.")
-    summary(doc, held_out(q1_runs), held_out(q2_runs))
-    q1_section(doc, results, held_out(q1_runs))
-    q2_section(doc, results, held_out(q2_runs))
+    summary(doc, held_out(q1_runs), held_out(q2_runs), {**q1_left_out, **q2_left_out})
+    q1_section(doc, results, held_out(q1_runs), q1_left_out)
+    q2_section(doc, results, held_out(q2_runs), q2_left_out)
     results.mkdir(parents=True, exist_ok=True)
     text = to_markdown(doc, results) + "\n"
     write_text(results / "REPORT.md", text)

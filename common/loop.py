@@ -1,0 +1,223 @@
+"""The epoch loop both questions share: the optimizer's companions (schedule, weight average, loss scaler),
+one training epoch, and fit(), which trains, validates and checkpoints best and last, resuming exactly."""
+import copy
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+from common.checkpoint import load_checkpoint, load_weights, prediction_weights, restore_rng, save_checkpoint
+from common.precision import autocast, make_scaler
+from common.runtime import UserError
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, updated every step.
+
+    Validating and predicting with the average rather than the raw weights smooths out the noise of a
+    high learning rate, so good accuracy comes epochs earlier. The first update copies the weights, the
+    next ones move the average (1 - decay) of the way towards them: the arithmetic of torch's
+    AveragedModel with get_ema_multi_avg_fn, without its two host-device synchronisations per step
+    (it tests a step counter that lives on the GPU); here the counter is a Python int.
+    """
+
+    def __init__(self, model, decay):
+        self.module = copy.deepcopy(model)
+        self.module.requires_grad_(False)
+        self.decay, self.updates = decay, 0
+        # (average, model) tensor pairs; both sides are updated in place, so the pairs stay valid
+        self.pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
+
+    @torch.no_grad()
+    def update(self, model):
+        """Move the average towards `model`, the model it was made from."""
+        pairs = self.pairs
+        if self.updates == 0:
+            torch._foreach_copy_([mine for mine, _ in pairs], [theirs for _, theirs in pairs])
+        else:
+            floats = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
+            torch._foreach_lerp_([mine for mine, _ in floats], [theirs for _, theirs in floats], 1 - self.decay)
+            for mine, theirs in pairs:
+                if not mine.is_floating_point():  # BatchNorm's batch counters
+                    mine.copy_(theirs)
+        self.updates += 1
+
+    def state_dict(self):
+        return {"updates": self.updates, "module": self.module.state_dict()}
+
+    def load_state_dict(self, state):
+        self.updates = state["updates"]
+        self.module.load_state_dict(state["module"])
+
+
+def lr_schedule(name, total_steps, warmup_fraction=0.15):
+    """A learning-rate multiplier per optimizer step, for torch.optim.lr_scheduler.LambdaLR.
+
+    "onecycle": linear warm-up from 0.1 to 1 over the first `warmup_fraction`, then cosine to 0.
+    "constant": 1 throughout (the course starter's plain SGD).
+    A plain function, not an object, so LambdaLR keeps it out of the checkpoint: a run resumed with
+    a larger --epochs follows the schedule of its new total.
+    """
+    if name == "constant":
+        return lambda step: 1.0
+    if name != "onecycle":
+        raise ValueError(f"unknown schedule {name!r}")
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def multiplier(step):
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc, ema=None,
+                    precision="fp32", scaler=None):
+    """One pass over `batches` (an iterable of (input, target) on the model's device); returns the mean loss.
+
+    The forward pass runs under `precision`'s autocast; the loss is computed in float32. `scaler` is the
+    fp16 loss scaler (see common.precision.make_scaler). A NaN or inf loss stops training before the
+    optimizer step can spread it into the weights.
+    """
+    model.train()
+    device = next(model.parameters()).device
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    total, count = 0.0, 0
+    # disable=None: a bar on a terminal, silence in logs and CI
+    progress = tqdm(batches, total=num_batches, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    for inputs, targets in progress:
+        with autocast(precision, device):
+            outputs = model(inputs)
+        loss = loss_fn(outputs.float(), targets)
+        value = loss.item()  # the one host-device synchronisation per step: the NaN guard and the mean need it
+        if not math.isfinite(value):
+            raise UserError(
+                f"training loss became {value} at {desc}, batch {count + 1}; lower --lr. "
+                "The last good checkpoint was kept"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        total += value
+        count += 1
+        if count % 20 == 0:
+            progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1)
+
+
+class Training:
+    """What trains, built from a run's settings: the model, its optimizer, the learning-rate schedule over
+    the run's epochs, the weight average (when the recipe keeps one) and the fp16 loss scaler.
+
+    The question supplies the model and the optimizer (its parameter groups are its own); everything else
+    is the same for both questions, and so is made here once.
+    """
+
+    def __init__(self, model, optimizer, run, steps_per_epoch):
+        recipe = run.recipe
+        self.model, self.optimizer, self.run, self.steps_per_epoch = model, optimizer, run, steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_schedule(recipe["schedule"], steps_per_epoch * recipe["epochs"]))
+        self.ema = WeightAverage(model, recipe["ema_decay"]) if recipe.get("ema_decay") else None
+        self.scaler = make_scaler(run.precision, run.device)
+
+    @property
+    def evaluated(self):
+        """The network that validates: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def epoch(self, batches, loss_fn, epoch):
+        """One epoch over `batches`; the mean training loss."""
+        return train_one_epoch(self.model, batches, self.optimizer, self.scheduler, loss_fn,
+                               num_batches=self.steps_per_epoch, desc=f"epoch {epoch}", ema=self.ema,
+                               precision=self.run.precision, scaler=self.scaler)
+
+    def checkpoint(self, path, epoch, best, history):
+        save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, epoch=epoch,
+                        best=best, history=history, config=self.run.record, ema=self.ema, scaler=self.scaler)
+
+    def restore(self, state):
+        """Continue from a checkpoint: weights, optimizer, schedule, weight average, scaler, RNG streams."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        # The restored optimizer holds the learning rate of the saved schedule's step; a run resumed with a
+        # larger --epochs follows its new, longer schedule from the very first step.
+        scheduler = self.scheduler
+        for group, base_lr, multiplier in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas,
+                                              strict=True):
+            group["lr"] = base_lr * multiplier(scheduler.last_epoch)
+        restore_rng(state["rng"])
+
+
+def fit(training, run_epoch, validate, score_key, eval_every=1):
+    """Train for the run's epochs in total, validating every `eval_every` epochs and at the end.
+
+    run_epoch(epoch) -> mean training loss; validate() -> dict of validation metrics, or validate=None
+    for no validation (a --final run, whose val images are training images).
+    Each epoch ends with `last.pt` (and `best.pt` when `score_key` improved) written atomically, with the
+    RNG states, the weight average and the fp16 loss scaler, so a resumed run continues exactly as an
+    uninterrupted one would. Each history record holds the epoch's wall time under "seconds"; their sum
+    is the training time. Returns the history.
+    """
+    run = training.run
+    history, best, start = [], -math.inf, 1
+    if run.mode == "resume":
+        state = run.saved
+        training.restore(state)
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        print(f"resumed after epoch {state['epoch']}" +
+              (f" (best {score_key} so far {best:.4f})" if score_key else ""))
+    epochs = run.recipe["epochs"]
+    if start > epochs:
+        print(f"nothing to train: the checkpoint already has {start - 1} of {epochs} epochs")
+    for epoch in range(start, epochs + 1):
+        began = time.perf_counter()
+        record = {"epoch": epoch, "train_loss": run_epoch(epoch)}
+        if validate is not None and (epoch % eval_every == 0 or epoch == epochs):
+            record.update(validate())
+        record["seconds"] = time.perf_counter() - began
+        history.append(record)
+        print("epoch {:3d}/{}  ".format(epoch, epochs) + "  ".join(
+            f"{key} {value:.4f}" for key, value in record.items() if key != "epoch"), flush=True)
+        if score_key in record and record[score_key] > best:
+            best = record[score_key]
+            training.checkpoint(run.checkpoint_dir / "best.pt", epoch, best, history)
+        training.checkpoint(run.checkpoint_dir / "last.pt", epoch, best, history)
+    return history
+
+
+def load_result(run, model):
+    """Load the weights to predict with into `model`: the weight average of best.pt, or for a --final run,
+    whose val images were training images and so cannot pick an epoch, of last.pt. Returns (that
+    checkpoint, the whole run's history, from last.pt)."""
+    last_path = run.checkpoint_dir / "last.pt"
+    state = load_checkpoint(last_path if run.final else run.checkpoint_dir / "best.pt", run.hint)
+    history = load_checkpoint(last_path, run.hint)["history"] if last_path.is_file() else state["history"]
+    load_weights(model, prediction_weights(state), run.checkpoint_dir)
+    return state, history
+
+
+def run_fields(best, history):
+    """The metrics.json fields every run reports about its training."""
+    return {
+        "epochs": history[-1]["epoch"],
+        "best_epoch": best["epoch"],
+        "train_seconds": round(sum(record["seconds"] for record in history), 1),
+    }
+
+
+def history_without_timing(history):
+    """Per-epoch metrics as saved in metrics.json: timings vary between runs, the rest must not."""
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]

@@ -1,0 +1,36 @@
+"""The bench scripts' own command lines: a real --help, and the refusal to time on a busy machine."""
+import runpy
+import sys
+
+import pytest
+
+from bench import timing
+from tests.helpers import REPO
+
+SCRIPTS = sorted(path.name for path in (REPO / "bench").glob("*.py") if path.name not in ("__init__.py", "timing.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_bench_script_has_a_real_help(script, monkeypatch, capsys):
+    """--help prints the script's usage and runs nothing (it used to reach train.py, or run everything)."""
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    monkeypatch.setattr(timing, "run_script", lambda *a, **k: pytest.fail("--help started a training"))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "bench" / script), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {script}")
+
+
+def test_a_busy_machine_is_refused_in_one_line_unless_forced(monkeypatch):
+    monkeypatch.setattr(timing, "other_training_processes", lambda: ["4242 (python q1_fashion/train.py)"])
+    with pytest.raises(SystemExit) as exit_info:
+        timing.refuse_if_busy()
+    assert str(exit_info.value).startswith("error: the machine is busy (other PyTorch work is running: 4242 (python")
+    assert "\n" not in str(exit_info.value)
+    timing.refuse_if_busy(force=True)  # --force times anyway
+    monkeypatch.setattr(timing, "other_training_processes", lambda: [])
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (7.5, 7.0, 6.0))
+    with pytest.raises(SystemExit, match=r"load average 7.5 on \d+ cores"):
+        timing.refuse_if_busy()
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (0.1, 0.2, 0.3))
+    timing.refuse_if_busy()  # quiet: no refusal
