@@ -16,10 +16,11 @@ class WeightAverage:
     """An exponential moving average of a model's weights and BatchNorm statistics, updated every step.
 
     Validating and predicting with the average rather than the raw weights smooths out the noise of a
-    high learning rate, so good accuracy comes epochs earlier. The first update copies the weights, the
-    next ones move the average (1 - decay) of the way towards them: the arithmetic of torch's
-    AveragedModel with get_ema_multi_avg_fn, without its two host-device synchronisations per step
-    (it tests a step counter that lives on the GPU); here the counter is a Python int.
+    high learning rate, so good accuracy comes epochs earlier. The first update copies the weights; update
+    n + 1 moves the average (1 - d) of the way towards them, with d = min(decay, (1 + n) / (10 + n)): the
+    usual warm-up (TensorFlow's ExponentialMovingAverage with num_updates), so the average of a short run
+    is not still the weights of its first, near-random steps. The counter is a Python int, so no step waits
+    for the GPU, and it is checkpointed, so a resumed run averages exactly as an uninterrupted one.
     """
 
     def __init__(self, model, decay):
@@ -37,11 +38,16 @@ class WeightAverage:
             torch._foreach_copy_([mine for mine, _ in pairs], [theirs for _, theirs in pairs])
         else:
             floats = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
-            torch._foreach_lerp_([mine for mine, _ in floats], [theirs for _, theirs in floats], 1 - self.decay)
+            torch._foreach_lerp_([mine for mine, _ in floats], [theirs for _, theirs in floats], 1 - self.current_decay)
             for mine, theirs in pairs:
                 if not mine.is_floating_point():  # BatchNorm's batch counters
                     mine.copy_(theirs)
         self.updates += 1
+
+    @property
+    def current_decay(self):
+        """The decay of the next update: the warm-up's (1 + n) / (10 + n) until it reaches `decay`."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     def state_dict(self):
         return {"updates": self.updates, "module": self.module.state_dict()}

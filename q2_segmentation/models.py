@@ -20,7 +20,24 @@ MODELS = ("baseline", "ladder", "report_best", "improved")
 LADDER_KEYS = ("dilated", "batchnorm", "stepwise", "ladder_width")  # the ladder head's switches
 
 
-class ResNet18Trunk(nn.Module):
+class Trunk(nn.Module):
+    """What every trunk shares: the layers `freeze` fixed stay fixed, BatchNorm statistics included.
+
+    A frozen layer gets no gradient, but a BatchNorm layer in train mode would still move its running
+    mean and variance towards each batch's; so the frozen layers stay in eval mode while the rest trains
+    (detectron2's FrozenBatchNorm2d does the same with a module of its own).
+    """
+
+    frozen = ()
+
+    def train(self, mode=True):
+        super().train(mode)
+        for layer in self.frozen:
+            layer.eval()
+        return self
+
+
+class ResNet18Trunk(Trunk):
     """torchvision's ResNet18 without its pooling and classifier."""
 
     channels = (64, 128, 256, 512)
@@ -42,7 +59,7 @@ class ResNet18Trunk(nn.Module):
         return [[self.stem, self.layer1], [self.layer2], [self.layer3], [self.layer4]]
 
 
-class EfficientNetLiteTrunk(nn.Module):
+class EfficientNetLiteTrunk(Trunk):
     """An EfficientNet-Lite up to its 1x1 head conv (1280 channels at stride 32).
 
     The stride-4, -8 and -16 maps are the outputs of the last block at each of those strides, found from
@@ -86,13 +103,16 @@ class EfficientNetLiteTrunk(nn.Module):
 
 
 def freeze(trunk, stride):
-    """Stop training the trunk's layers up to `stride` (0: none, 4, 8, ...). Their ImageNet features
-    are generic edges and textures; with no gradient to compute through the high-resolution early
-    layers, a training step is about 1.4x faster."""
-    for limit, layers in zip((4, 8, 16, 32), trunk.stages(), strict=True):
-        if limit <= stride:
-            for layer in layers:
-                layer.requires_grad_(False)
+    """Stop training the trunk's layers up to `stride` (0: none, 4, 8, ...): no gradient, and BatchNorm
+    statistics that no longer move (see Trunk). Their ImageNet features are generic edges and textures;
+    with no gradient to compute through the high-resolution early layers, a training step is about 1.4x
+    faster."""
+    frozen = [layer for limit, layers in zip((4, 8, 16, 32), trunk.stages(), strict=True) if limit <= stride
+              for layer in layers]
+    for layer in frozen:
+        layer.requires_grad_(False)
+    trunk.frozen = frozen
+    trunk.train(trunk.training)
 
 
 def resnet18_cache_path():

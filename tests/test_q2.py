@@ -478,3 +478,26 @@ def test_a_damaged_cached_resnet18_file_is_named_and_auto_falls_back(tmp_path, m
     with pytest.raises(UserError, match="--weights .*bad.pth is damaged: it does not load"):
         (tmp_path / "bad.pth").write_bytes(b"\x00")
         build_trunk("resnet18", weights=tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_training_leaves_every_frozen_parameter_and_buffer_bit_identical(backbone):
+    """README: --freeze-stride keeps the trunk's early ImageNet layers fixed: BatchNorm statistics included."""
+    torch.manual_seed(0)
+    model = build_model(dict(backbone=backbone, model="improved", pretrained=False))
+    freeze(model.trunk, 8)
+    frozen = {f"{i}.{name}": value.clone() for i, layer in enumerate(model.trunk.frozen)
+              for name, value in layer.state_dict().items()}
+    assert any("running_mean" in name for name in frozen)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(2):
+        images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+        loss = torch.nn.functional.cross_entropy(model(model.normalize(images)), torch.zeros(2, 64, 64).long())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = {f"{i}.{name}": value for i, layer in enumerate(model.trunk.frozen)
+             for name, value in layer.state_dict().items()}
+    assert all(torch.equal(frozen[name], after[name]) for name in frozen)
+    assert model.head.training and not model.trunk.frozen[0].training  # the rest did train

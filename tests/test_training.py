@@ -105,24 +105,34 @@ def test_flip_views_for_a_classifier_are_the_mean_of_two_softmaxes():
     np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-6)
 
 
-def test_weight_average_matches_torch_averaged_model():
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+def test_weight_average_ramps_its_decay_and_copies_every_buffer():
+    """README: validate and predict with a moving average of the weights, warmed up so a short run is not at
+    chance: after n updates the decay is min(decay, (1 + n) / (10 + n))."""
     model = tiny_classifier()
     ours = WeightAverage(model, 0.9)
-    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(4):
-        model(torch.randn(6, 1, 8, 8)).sum().backward()  # moves BatchNorm statistics too
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    expected = None
+    for n in range(30):
+        model(torch.randn(6, 1, 8, 8)).mean().backward()  # moves BatchNorm statistics too
         optimizer.step()
         optimizer.zero_grad()
         ours.update(model)
-        theirs.update_parameters(model)
+        current = {key: value.clone() for key, value in model.state_dict().items()}
+        if expected is None:  # the first update copies the weights
+            expected = current
+        else:  # by hand: d = min(0.9, (1 + n) / (10 + n)) after n updates, integer counters copied
+            d = min(0.9, (1 + n) / (10 + n))
+            expected = {key: d * expected[key] + (1 - d) * value if value.is_floating_point() else value
+                        for key, value in current.items()}
+    assert ours.updates == 30 and ours.current_decay == 31 / 40  # still ramping: 0.9 from 80 updates on
+    assert [round(min(0.9, (1 + n) / (10 + n)), 4) for n in (1, 5, 80)] == [0.1818, 0.4, 0.9]
     for key, value in ours.module.state_dict().items():
-        if value.is_floating_point():
-            torch.testing.assert_close(value, theirs.module.state_dict()[key], rtol=0, atol=0)
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    counter = [key for key in expected if not expected[key].is_floating_point()]
+    assert counter and all(torch.equal(ours.module.state_dict()[key], model.state_dict()[key]) for key in counter)
     restored = WeightAverage(tiny_classifier(), 0.9)
     restored.load_state_dict(ours.state_dict())
-    assert restored.updates == 4
+    assert restored.updates == 30 and restored.current_decay == ours.current_decay
     torch.testing.assert_close(restored.module.state_dict(), ours.module.state_dict())
 
 
