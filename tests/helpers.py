@@ -27,18 +27,18 @@ def read_metrics(out_dir):
     return metrics
 
 
-def interrupted_then_resumed(monkeypatch, train_module, run, *argv):
+def interrupted_then_resumed(monkeypatch, run, *argv):
     """`run(name, *argv)` stopped by Ctrl-C as epoch 2 starts, then run again with --resume; returns what the
-    resumed run returns. `run` trains with `train_module`."""
-    undo = interrupt_at_epoch(monkeypatch, train_module, 2)
+    resumed run returns."""
+    undo = interrupt_at_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run("resumed", *argv)
     undo()
     return run("resumed", *argv, "--resume")
 
 
-def interrupt_at_epoch(monkeypatch, train_module, epoch):
-    """Make train_module's next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
+def interrupt_at_epoch(monkeypatch, epoch):
+    """Make the next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
     real = training_loop.train_one_epoch
 
     def interrupted(*args, desc, **kwargs):

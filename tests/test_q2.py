@@ -219,8 +219,7 @@ def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch):
     again, _ = run_q2(tmp_path, "again", *common, data_dir=tiny_course_data)
     assert read_metrics(straight) == read_metrics(again)
 
-    resumed, _ = interrupted_then_resumed(monkeypatch, q2_train,
-                                          partial(run_q2, tmp_path, data_dir=tiny_course_data), *common)
+    resumed, _ = interrupted_then_resumed(monkeypatch, partial(run_q2, tmp_path, data_dir=tiny_course_data), *common)
     assert read_metrics(resumed) == read_metrics(straight)
 
 
