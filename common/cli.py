@@ -65,6 +65,9 @@ def add_run_arguments(parser, question, tta_help):
     run.add_argument("--final", action=argparse.BooleanOptionalAction,
                      help="once the recipe is chosen: train on train+val with it and predict from the last epoch "
                           "(val is then no held-out figure); its folders are <run name>-final")
+    run.add_argument("--holdout", type=at_least_two, metavar="N",
+                     help="tuning: validate on the last N training images, train on the rest; val is never seen "
+                          "(bench/sweep.py tunes this way, then confirms on val)")
     run.add_argument("--limit", type=at_least_two,
                      help="train on the first N training images only (quick checks); val and test stay "
                           "whole, so the prediction files keep the autograder's shape")

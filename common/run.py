@@ -29,7 +29,8 @@ from common.precision import choose_precision
 from common.runtime import UserError, pick_device, prepare_dir, seed_everything
 
 # How a run trains besides its recipe, with defaults; kept from the checkpoint on --resume and --eval-only.
-OPTIONS = {"seed": 0, "limit": None, "final": False}
+# holdout: validate on the last N training images instead of val (for tuning: see bench/sweep.py).
+OPTIONS = {"seed": 0, "limit": None, "final": False, "holdout": None}
 
 
 def flag(key, value):
@@ -114,6 +115,7 @@ def hint(question, settings):
     parts += [flag(key, settings[key]) for key in question.switches
               if key in settings and settings[key] != recipe.get(key)]
     parts += ["--final"] if settings.get("final") else []
+    parts += [f"--holdout {settings['holdout']}"] if settings.get("holdout") else []
     return f"train first: python {question.script} {' '.join(parts)}"
 
 
@@ -122,6 +124,7 @@ def default_folders(question, settings):
     recipe = question.recipes[settings["model"]]
     switches = {key: settings[key] for key in question.switches if key in settings}
     name = run_name(question.prefix(settings), switches, recipe, bool(settings.get("final")))
+    name += f"-holdout{settings['holdout']}" if settings.get("holdout") else ""
     return name, RESULTS_DIR / question.name / name, CHECKPOINTS_DIR / question.name / name
 
 
@@ -157,6 +160,8 @@ def resolve(args, question):
         checkpoint_dir = args.checkpoint_dir or find_checkpoint_dir(question, wanted)
         saved = load_checkpoint(Path(checkpoint_dir) / "last.pt", hint(question, wanted))
         settings = settle(question, base, saved["config"], given, mode, Path(checkpoint_dir) / "last.pt")
+    if settings.get("final") and settings.get("holdout"):
+        raise UserError("--final trains on every labelled image and --holdout keeps some out to tune on: choose one")
     device = pick_device(args.device)
     precision = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
     name, out_dir, default_checkpoint_dir = default_folders(question, settings)

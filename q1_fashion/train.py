@@ -100,10 +100,13 @@ def load_data(run, data_dir):
     train_index, val_index = split_indices(len(images))
     if run.final:  # the recipe is fixed: train on every labelled image, val included
         train_index = torch.arange(len(images))
+    if run.options["holdout"]:  # tuning: the last N training images validate; val stays unseen
+        train_index, val_index = split_indices(len(train_index), len(train_index) - run.options["holdout"])
     train_index = train_index[:run.options["limit"]]
     seen_val = max(0, len(train_index) - val_index[0].item())
     print(f"train {len(train_index)} images (indices 0..{len(train_index) - 1}), "
-          f"val {len(val_index)} (from {val_index[0].item()}"
+          f"{'holdout (in place of val)' if run.options['holdout'] else 'val'} {len(val_index)} "
+          f"(from {val_index[0].item()}"
           f"{f', {seen_val} of them also trained on: --final' if seen_val else ''}), "
           f"secret test {len(secret_images)}")
     device = run.device
@@ -158,6 +161,8 @@ def write_outputs(run, model, data, state, history, seen_val):
     if seen_val:
         print(f"NOTE: --final trained on {seen_val} of the val images, so the val accuracy below is not a "
               "held-out figure")
+    if run.options["holdout"]:
+        print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
     print(format_classification(val_accuracy, val_per_class, CLASSES))
     save_npy(out_dir / PREDICTIONS, predictions(model, data.secret_images, run).astype("float32"))
     save_npy(out_dir / VAL_PREDICTIONS, val_probabilities.astype("float32"))

@@ -19,7 +19,7 @@ from common.metrics import format_segmentation, quantize_probabilities, segmenta
 from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
 from common.predict import predict
 from common.run import Question, owned, resolve
-from common.runtime import count_parameters, describe_model, run_cli, save_npy, write_json
+from common.runtime import UserError, count_parameters, describe_model, run_cli, save_npy, write_json
 from q2_segmentation.data import CLASSES, IMAGE_SIZE, Split, batches, load_split, read_classes, views
 from q2_segmentation.losses import LOSSES, make_loss
 from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, freeze, resolve_backbone
@@ -186,9 +186,16 @@ def load_data(run, data_dir):
     if run.final:  # the recipe is fixed: train on every labelled image, val included
         train = Split(train.names + val.names, torch.cat([train.images, val.images]),
                       torch.cat([train.labels, val.labels]))
+    holdout = run.options["holdout"]
+    if holdout:  # tuning: the last N training images validate; val stays unseen
+        if holdout >= len(train.names):
+            raise UserError(f"--holdout {holdout}: there are only {len(train.names)} training images")
+        val = Split(train.names[-holdout:], train.images[-holdout:], train.labels[-holdout:])
+        train = Split(train.names[:-holdout], train.images[:-holdout], train.labels[:-holdout])
     train = Split(train.names[:limit], train.images[:limit], train.labels[:limit])
     print(f"train {len(train.names)} images{' (train + val: --final)' * joined}"
-          f"{' (--final, but --limit keeps val out)' * (run.final and not joined)}, val {len(val.names)}, "
+          f"{' (--final, but --limit keeps val out)' * (run.final and not joined)}, "
+          f"{'holdout (the last training images, in place of val)' if holdout else 'val'} {len(val.names)}, "
           f"test {len(test.names)} (decoded into memory)")
     device = run.device
     return Data(Split(train.names, train.images.to(device), train.labels.to(device)),
@@ -265,6 +272,8 @@ def write_outputs(run, model, data, state, history, joined):
           f"{run.precision}")
     if joined:
         print("NOTE: --final trained on the val images too, so the val figures below are not held-out figures")
+    if run.options["holdout"]:
+        print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
     print(format_segmentation(ap, iou, CLASSES))
     test_scores, _, _ = evaluate(model, data.test, run)
     save_npy(out_dir / PREDICTIONS, test_scores)
