@@ -1,7 +1,10 @@
 """Which CPU settings win: bf16 autocast vs fp32, channels-last vs the default layout, threads, batch size.
 
-Times training steps (forward, backward, SGD step) of the default models on random inputs, each pair of
-settings alternating in one process; prints the median ratio of images/s for each comparison.
+First the decision `--precision auto` rests on: bf16 against fp32 in the real training loop of each
+question's default recipe (train.py's own settings, optimizer, schedule, weight average and augmented
+batches of the real data, Q2's variable sizes included), a few hundred images an epoch. Then training steps
+(forward, backward, SGD step) of the default models on fixed-shape random inputs. Each pair of settings
+alternates in one process; it prints the median ratio of images/s. bf16 is skipped on a CPU without it.
 
     python bench/cpu_settings.py [--rounds 3]
 """
@@ -11,10 +14,45 @@ import torch
 from torch import nn
 
 from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
-from common.precision import autocast
+from common.data import batch_bounds
+from common.loop import Training
+from common.precision import CPU_BF16_FLAGS, autocast, cpu_flags
+from common.run import resolve
 from q1_fashion import train as q1_train
 from q1_fashion.models import build_model as build_q1
+from q2_segmentation import train as q2_train
 from q2_segmentation.models import build_model as build_q2
+
+
+def loop_rate(question, precision, images=512):
+    """images/s of one epoch of train.py's real training loop over the first `images` training images."""
+    module = q1_train if question == "q1" else q2_train
+    run = resolve(module.parse_args(["--precision", precision, "--limit", str(images)]), module.QUESTION)
+    torch.manual_seed(0)
+    if question == "q1":
+        data, _ = q1_train.load_data(run, "data")
+        model = q1_train.build_model(run.recipe).to(memory_format=torch.channels_last)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=run.recipe["label_smoothing"])
+        epoch = q1_train.batches(data.train_images, data.train_labels, run.recipe["batch_size"],
+                                 augmented=run.recipe["augment"])
+        count = len(data.train_images)
+    else:
+        data, _ = LOADED.setdefault("q2", q2_train.load_data(run, "data"))
+        model = q2_train.build(run)
+        loss_fn = q2_train.make_loss(run.recipe["loss"], run.recipe["loss_weight"])
+        recipe = run.recipe
+        epoch = q2_train.batches(data.train, recipe["batch_size"], model.normalize, recipe["augment"],
+                                 recipe["max_scale"], recipe["min_scale"], recipe["color"], recipe["crop"])
+        count = len(data.train.names)
+    make_optimizer = (q1_train if question == "q1" else q2_train).make_optimizer
+    steps = len(batch_bounds(count, run.recipe["batch_size"]))
+    training = Training(model, make_optimizer(model, run.recipe), run, steps)
+    began = time.perf_counter()
+    training.epoch(epoch, loss_fn, 1)
+    return count / (time.perf_counter() - began)
+
+
+LOADED = {}  # Q2's decoded images, loaded once for every round
 
 
 def rate(build, input_shape, batch, steps, channels_last, threads, precision="fp32"):
@@ -55,7 +93,14 @@ def main():
     def q2():
         return build_q2(dict(backbone="efficientnet_lite0", model="improved", pretrained=False))
 
-    cases = [
+    bf16 = bool(cpu_flags() & CPU_BF16_FLAGS)
+    loops = [
+        ("q1 default recipe, real training loop, bf16 vs fp32 (4096 images an epoch)",
+         lambda: loop_rate("q1", "bf16", 4096), lambda: loop_rate("q1", "fp32", 4096)),
+        ("q2 default recipe, real training loop, bf16 vs fp32 (64 images an epoch)",
+         lambda: loop_rate("q2", "bf16", 64), lambda: loop_rate("q2", "fp32", 64)),
+    ]
+    cases = loops + [
         ("q1 improved, bf16 autocast vs fp32 (batch 256)",
          lambda: rate(q1, (1, 28, 28), 256, 20, True, threads, "bf16"),
          lambda: rate(q1, (1, 28, 28), 256, 20, True, threads)),
@@ -71,6 +116,9 @@ def main():
         ("q2 efficientnet_lite0 improved, channels_last vs default layout (batch 16)",
          lambda: rate(q2, (3, 224, 224), 16, 3, True, threads), lambda: rate(q2, (3, 224, 224), 16, 3, False, threads)),
     ]
+    if not bf16:
+        print("this CPU has no native bf16 (AVX512-BF16, AMX-BF16 or ARM BF16): bf16 comparisons skipped")
+        cases = [case for case in cases if "bf16" not in case[0]]
     for title, first, second in cases:
         print(title)
         a, b = alternate(first, second, args.rounds)
