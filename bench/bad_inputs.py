@@ -7,9 +7,11 @@ Builds damaged copies of the data in a temporary folder; needs data/ prepared. R
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,33 @@ from PIL import Image
 from common.paths import REPO_ROOT as REPO
 from q1_fashion.data import locate_fashion_mnist
 
+ROWS = []
 
-def run(title, argv, env=None):
-    result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, **(env or {})})
-    last = (result.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
-    print(f"- {title}\n  exit {result.returncode}: {last}")
+
+def run(title, argv, env=None, pick=None, signal_after=None):
+    """Run `python ARGV`; record the exit code and the line it ended with (or the first line containing
+    `pick`, from stdout or stderr). `signal_after`: (file, signal) sent once that file exists, or (seconds,
+    signal)."""
+    process = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, **(env or {})})
+    if signal_after:
+        trigger, number = signal_after
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None:
+            if (isinstance(trigger, Path) and trigger.exists()) or (isinstance(trigger, float)
+                                                                     and time.time() > deadline - 300 + trigger):
+                process.send_signal(number)
+                break
+            time.sleep(0.05)
+    out, err = process.communicate()
+    lines = [line for line in (out + err).splitlines() if pick and pick in line] if pick else []
+    last = lines[0] if lines else (err.strip().splitlines() or ["(nothing on stderr)"])[-1]
+    ROWS.append((title, process.returncode, last))
+    print(f"- {title}\n  exit {process.returncode}: {last}", flush=True)
+
+
+def folders(scratch, name):
+    return ["--out-dir", str(scratch / name / "out"), "--checkpoint-dir", str(scratch / name / "ckpt")]
 
 
 def tiny_course(root, damage=None):
@@ -53,12 +76,11 @@ def main():
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     scratch = Path(tempfile.mkdtemp())
     q1, q2 = "q1_fashion/train.py", "q2_segmentation/train.py"
-    outs = ["--out-dir", str(scratch / "out"), "--checkpoint-dir", str(scratch / "ckpt")]
     nowhere = {"CS543_FASHION_SYSTEM_DIR": str(scratch / "no-debian-package")}
     print("bad inputs and what each printed:")
-    run("Q1, missing data dir and no Fashion-MNIST, no network", [q1, "--data-dir", str(scratch / "none"), *outs],
-        nowhere)
-    run("Q2, missing data dir", [q2, "--data-dir", str(scratch / "none"), *outs])
+    run("Q1, missing data dir and no Fashion-MNIST, no network",
+        [q1, "--data-dir", str(scratch / "none"), *folders(scratch, "a")], nowhere)
+    run("Q2, missing data dir", [q2, "--data-dir", str(scratch / "none"), *folders(scratch, "b")])
 
     for damage in ("truncated", "corrupt"):
         raw = scratch / damage / "fashion" / "FashionMNIST" / "raw"
@@ -68,28 +90,88 @@ def main():
         images = raw / "train-images-idx3-ubyte.gz"
         data = images.read_bytes()
         images.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x1f\x8b" + os.urandom(1000))
-        run(f"Q1, {damage} train-images-idx3-ubyte.gz", [q1, "--data-dir", str(scratch / damage), *outs], nowhere)
+        run(f"Q1, {damage} train-images-idx3-ubyte.gz",
+            [q1, "--data-dir", str(scratch / damage), *folders(scratch, damage)], nowhere)
 
     for damage in ("corrupt_jpg", "bad_label", "wrong_size", "missing_png"):
         root = tiny_course(scratch / damage, damage)
-        run(f"Q2, {damage.replace('_', ' ')}", [q2, "--backbone", "efficientnet_lite0", "--data-dir", str(root), *outs])
+        run(f"Q2, {damage.replace('_', ' ')}", [q2, "--backbone", "efficientnet_lite0", "--data-dir", str(root),
+                                                *folders(scratch, damage)])
 
     run("Q1, non-numeric flag", [q1, "--epochs", "ten"])
     run("Q1, out-of-range flag", [q1, "--dropout", "1.5"])
-    run("Q1, --resume with no checkpoint", [q1, "--model", "basenet", "--resume", *outs])
-    run("Q2, --eval-only with no checkpoint", [q2, "--backbone", "efficientnet_lite0", "--eval-only", *outs])
+    run("Q1, --batch-size 1", [q1, "--batch-size", "1"])
+    run("Q1, --resume with no checkpoint", [q1, "--model", "basenet", "--resume", *folders(scratch, "c")])
+    run("Q2, --eval-only with no checkpoint", [q2, "--backbone", "efficientnet_lite0", "--eval-only",
+                                               *folders(scratch, "d")])
     good = tiny_course(scratch / "good")
+    made = folders(scratch, "made")
     run("Q2, one epoch to make a checkpoint (expected to succeed)",
         [q2, "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "1", "--data-dir", str(good),
-         *outs])
+         *made])
     run("Q2, checkpoint of another backbone", [q2, "--backbone", "resnet18", "--no-pretrained", "--model", "baseline",
-                                               "--eval-only", "--data-dir", str(good), *outs])
-    run("Q2, ResNet18 weights unavailable offline", [q2, "--data-dir", str(good), "--epochs", "1", *outs],
-        {"TORCH_HOME": str(scratch / "empty-torch-home")})
+                                               "--eval-only", "--data-dir", str(good), *made])
+    run("Q2, a fresh run into that run's folder", [q2, "--backbone", "efficientnet_lite0", "--model", "baseline",
+                                                   "--epochs", "1", "--data-dir", str(good), *made])
+    run("Q2, --eval-only --epochs 30 of that 1-epoch run", [q2, "--model", "baseline", "--eval-only", "--epochs",
+                                                            "30", "--data-dir", str(good), *made])
+    run("Q2, --eval-only with 2 test-time scales: the printout names them",
+        [q2, "--model", "baseline", "--eval-only", "--tta", "--tta-scales", "0.75,1", "--data-dir", str(good),
+         *made], pick="test-time augmentation")
+    run("Q2, ResNet18 weights unavailable offline (auto falls back)",
+        [q2, "--data-dir", str(good), "--epochs", "1", *folders(scratch, "e")],
+        {"TORCH_HOME": str(scratch / "empty-torch-home")}, pick="backbone auto")
+    damaged_home = scratch / "damaged-torch-home"
+    (damaged_home / "hub" / "checkpoints").mkdir(parents=True)
+    (damaged_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"half a download")
+    run("Q2, damaged cached resnet18-f37072fd.pth, --backbone auto",
+        [q2, "--data-dir", str(good), "--epochs", "1", *folders(scratch, "f")], {"TORCH_HOME": str(damaged_home)},
+        pick="backbone auto")
+    run("Q2, damaged cached resnet18-f37072fd.pth, --backbone resnet18",
+        [q2, "--backbone", "resnet18", "--data-dir", str(good), "--epochs", "1", *folders(scratch, "g")],
+        {"TORCH_HOME": str(damaged_home)})
     blocker = scratch / "a-file"
     blocker.write_text("")
     run("Q1, unwritable --out-dir", [q1, "--out-dir", str(blocker / "out")])
-    run("Q1, NaN/inf loss (--lr 1e30)", [q1, "--model", "basenet", "--lr", "1e30", "--limit", "2000", *outs])
+    run("Q1, NaN/inf loss (--lr 1e30)", [q1, "--model", "basenet", "--lr", "1e30", "--limit", "2000",
+                                         *folders(scratch, "h")])
+    run("Q1, --final --limit 2000: what the run says it trained on",
+        [q1, "--model", "basenet", "--final", "--epochs", "1", "--limit", "2000", *folders(scratch, "i")],
+        pick="train 2000 images")
+    run("Q1, Ctrl-C before the first epoch ends", [q1, "--model", "basenet", "--epochs", "3",
+                                                   *folders(scratch, "j")], signal_after=(4.0, signal.SIGINT))
+    run("Q1, SIGTERM after an epoch", [q1, "--model", "basenet", "--epochs", "50", "--limit", "3000",
+                                       *folders(scratch, "k")],
+        signal_after=(scratch / "k" / "ckpt" / "last.pt", signal.SIGTERM))
+
+    course = tiny_course(scratch / "course")
+    (course / "fashion").mkdir()
+    np.save(course / "fashion" / "fashion_secret_test_data.npy", np.zeros((2, 28, 28), np.uint8))
+    run("cs543-prepare-data --source X --data-dir X --link", ["-m", "tools.prepare_data", "--source", str(course),
+                                                              "--data-dir", str(course), "--link"])
+    run("cs543-prepare-data --source parent --data-dir parent/data (copy)",
+        ["-m", "tools.prepare_data", "--source", str(course), "--data-dir", str(course / "data")])
+    damaged_zip = scratch / "data.zip"
+    data = bytearray(Path(shutil.make_archive(str(scratch / "whole"), "zip", root_dir=course)).read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # a member garbled: unpacking fails halfway
+    damaged_zip.write_bytes(bytes(data))
+    run("cs543-prepare-data with a damaged zip", ["-m", "tools.prepare_data", "--source", str(damaged_zip),
+                                                  "--data-dir", str(scratch / "zip-data")])
+    print(f"  .unpacked left behind: {(scratch / 'zip-data' / '.unpacked').exists()}")
+    results = scratch / "results"
+    (results / "q1_fashion" / "basenet").mkdir(parents=True)
+    (results / "q1_fashion" / "basenet" / "metrics.json").write_text('{"model": "basenet", "val_acc')
+    run("cs543-report with a truncated metrics.json", ["-m", "tools.report", "--results-dir", str(results)],
+        pick="warning")
+    np.save(scratch / "zero-d.npy", np.float32(0.5))
+    np.save(scratch / "labels.npy", np.zeros(5000, np.int64))
+    run("cs543-check of a 0-d file with --labels", ["-m", "tools.check_submission", str(scratch / "zero-d.npy"),
+                                                    "--labels", str(scratch / "labels.npy")], pick="INVALID")
+    run("bench/q1_frontier.py --help", ["bench/q1_frontier.py", "--help"], pick="usage")
+
+    print("\n| case | exit | what it printed |\n|---|---:|---|")
+    for title, code, line in ROWS:
+        print(f"| {title} | {code} | {line.replace('|', '/')} |")
     shutil.rmtree(scratch)
 
 

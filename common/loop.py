@@ -12,6 +12,10 @@ from common.precision import autocast, make_scaler
 from common.runtime import UserError
 
 
+class TrainingStopped(UserError):
+    """Training cannot go on (a NaN or inf loss); the run's folder says what was saved (common.run.owned)."""
+
+
 class WeightAverage:
     """An exponential moving average of a model's weights and BatchNorm statistics, updated every step.
 
@@ -100,10 +104,7 @@ def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batche
         loss = loss_fn(outputs.float(), targets)
         value = loss.item()  # the one host-device synchronisation per step: the NaN guard and the mean need it
         if not math.isfinite(value):
-            raise UserError(
-                f"training loss became {value} at {desc}, batch {count + 1}; lower --lr. "
-                "The last good checkpoint was kept"
-            )
+            raise TrainingStopped(f"training loss became {value} at {desc}, batch {count + 1}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from common.checkpoint import load_checkpoint
+from common.loop import TrainingStopped
 from common.paths import CHECKPOINTS_DIR, RESULTS_DIR
 from common.precision import choose_precision
 from common.runtime import UserError, pick_device, prepare_dir, seed_everything
@@ -253,6 +254,8 @@ def owned(run):
             yield run
         except KeyboardInterrupt as stop:
             raise interruption(stop, run) from None
+        except TrainingStopped as error:
+            raise UserError(f"{error}. {saved_so_far(run)}") from None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -263,13 +266,21 @@ class Interrupted(KeyboardInterrupt):
         self.message, self.code = message, code
 
 
-def interruption(stop, run):
-    what = "terminated (SIGTERM)" if getattr(stop, "code", 130) == 143 else "interrupted"
+def saved_so_far(run):
+    """What a stopped run leaves, in a sentence."""
     last = run.checkpoint_dir / "last.pt"
     if not run.trains:
-        message = f"{what}; the checkpoints in {run.checkpoint_dir} are untouched"
-    elif last.is_file():
-        message = f"{what}; {last} holds the last finished epoch (continue with --resume)"
-    else:
+        return f"The checkpoints in {run.checkpoint_dir} are untouched"
+    if last.is_file():
+        return f"{last} holds the last finished epoch (continue with --resume)"
+    return "Nothing was saved: no epoch had finished"
+
+
+def interruption(stop, run):
+    what = "terminated (SIGTERM)" if getattr(stop, "code", 130) == 143 else "interrupted"
+    if run.trains and not (run.checkpoint_dir / "last.pt").is_file():
         message = f"{what} before the first epoch ended; nothing was saved"
+    else:
+        said = saved_so_far(run)
+        message = f"{what}; {said[0].lower()}{said[1:]}"
     return Interrupted(message, getattr(stop, "code", 130))

@@ -19,7 +19,7 @@ def test_a_flag_beats_the_recipe_and_the_recipe_fills_the_rest():
     assert run.name == "improved-width8"  # network switches name the folder; training flags do not
     basenet = settings(q1_train, "--model", "basenet", "--precision", "fp32")
     assert basenet.recipe["lr"] == 0.005 and basenet.recipe["schedule"] == "constant"  # the course starter's
-    assert basenet.options == {"seed": 0, "limit": None, "final": False}
+    assert basenet.options == {"seed": 0, "limit": None, "final": False, "holdout": None}
     q2 = settings(q2_train, "--backbone", "efficientnet_lite0", "--epochs", "3", "--precision", "fp32")
     assert q2.recipe["epochs"] == 3 and q2.recipe["max_scale"] == 1.5 and q2.recipe["backbone"] == "efficientnet_lite0"
 

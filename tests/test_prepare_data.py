@@ -80,8 +80,11 @@ def test_a_failed_copy_keeps_the_previous_data(tmp_path, tiny_course_data, monke
 def test_a_damaged_zip_leaves_nothing_unpacked(tmp_path, tiny_course_data):
     archive = shutil.make_archive(str(tmp_path / "data"), "zip", root_dir=tiny_course_data.parent, base_dir="data")
     damaged = tmp_path / "damaged.zip"
-    damaged.write_bytes(open(archive, "rb").read()[:-200])  # the central directory cut short
-    with pytest.raises(UserError, match="damaged.zip"):
+    data = bytearray(open(archive, "rb").read())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)  # a member's bytes garbled: its CRC fails halfway through unpacking
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged.zip: cannot unpack"):
         prepare(damaged, tmp_path / "repo-data")
     assert not (tmp_path / "repo-data" / ".unpacked").exists()
     (tiny_course_data / "classes.txt").unlink()  # a whole zip without the course's files

@@ -78,7 +78,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, course_data
         return real(model, batches, optimizer, scheduler, loss_fn, **kwargs)
 
     monkeypatch.setattr(training_loop, "train_one_epoch", poisoned)
-    with pytest.raises(UserError, match="training loss became nan at epoch 2, batch 1; lower --lr"):
+    with pytest.raises(UserError, match="training loss became nan at epoch 2, batch 1; lower --lr. .*last.pt holds "
+                                        "the last finished epoch"):
         q1_train.main(q1_args(tmp_path, course_data, "--model", "basenet", "--epochs", "3", "--limit", "500"))
     for name in ("last.pt", "best.pt"):
         state = torch.load(tmp_path / "ckpt" / name, weights_only=False)

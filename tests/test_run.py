@@ -118,7 +118,7 @@ def test_settings_precedence_recipe_then_checkpoint_then_flags(tmp_path):
     write_checkpoint(ckpt, trained.record)
     resumed = settings(q1_train, "--resume", "--checkpoint-dir", str(ckpt))
     assert resumed.recipe["lr"] == 0.3 and resumed.recipe["width"] == 8  # the checkpoint's, not the recipe's
-    assert resumed.options == {"seed": 4, "limit": 600, "final": False}
+    assert resumed.options == {"seed": 4, "limit": 600, "final": False, "holdout": None}
     assert resumed.evaluation == {"tta": False, "tta_shift": 1}
     with pytest.raises(UserError) as error:
         settings(q1_train, "--resume", "--lr", "0.1", "--seed", "0", "--checkpoint-dir", str(ckpt))
@@ -191,3 +191,11 @@ def test_sigterm_ends_a_run_with_one_line_and_its_checkpoints_intact(tmp_path, c
     assert err.strip().splitlines()[-1] == f"terminated (SIGTERM); {ckpt / 'last.pt'} holds the last finished " \
                                            "epoch (continue with --resume)"
     assert torch.load(ckpt / "last.pt", weights_only=False)["epoch"] >= 1
+
+
+def test_a_holdout_run_has_its_own_folder_and_excludes_final():
+    """README (Development): tuning runs validate on the last training images, never on val."""
+    run = settings(q1_train, "--holdout", "5000")
+    assert run.options["holdout"] == 5000 and run.name == "improved-holdout5000"
+    with pytest.raises(UserError, match="--final trains on every labelled image and --holdout keeps some out"):
+        settings(q1_train, "--final", "--holdout", "5000")
