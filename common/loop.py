@@ -1,12 +1,12 @@
 """The epoch loop both questions share: the optimizer's companions (schedule, weight average, loss scaler),
 one training epoch, and fit(), which trains, validates and checkpoints best and last, resuming exactly."""
-import copy
 import math
 import time
 
 import torch
 from tqdm import tqdm
 
+from common.average import WeightAverage
 from common.checkpoint import load_checkpoint, load_weights, prediction_weights, restore_rng, save_checkpoint
 from common.precision import autocast, make_scaler
 from common.runtime import UserError
@@ -14,51 +14,6 @@ from common.runtime import UserError
 
 class TrainingStopped(UserError):
     """Training cannot go on (a NaN or inf loss); the run's folder says what was saved (common.run.owned)."""
-
-
-class WeightAverage:
-    """An exponential moving average of a model's weights and BatchNorm statistics, updated every step.
-
-    Validating and predicting with the average rather than the raw weights smooths out the noise of a
-    high learning rate, so good accuracy comes epochs earlier. The first update copies the weights; update
-    n + 1 moves the average (1 - d) of the way towards them, with d = min(decay, (1 + n) / (10 + n)): the
-    usual warm-up (TensorFlow's ExponentialMovingAverage with num_updates), so the average of a short run
-    is not still the weights of its first, near-random steps. The counter is a Python int, so no step waits
-    for the GPU, and it is checkpointed, so a resumed run averages exactly as an uninterrupted one.
-    """
-
-    def __init__(self, model, decay):
-        self.module = copy.deepcopy(model)
-        self.module.requires_grad_(False)
-        self.decay, self.updates = decay, 0
-        # (average, model) tensor pairs; both sides are updated in place, so the pairs stay valid
-        self.pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
-
-    @torch.no_grad()
-    def update(self, model):
-        """Move the average towards `model`, the model it was made from."""
-        pairs = self.pairs
-        if self.updates == 0:
-            torch._foreach_copy_([mine for mine, _ in pairs], [theirs for _, theirs in pairs])
-        else:
-            floats = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
-            torch._foreach_lerp_([mine for mine, _ in floats], [theirs for _, theirs in floats], 1 - self.current_decay)
-            for mine, theirs in pairs:
-                if not mine.is_floating_point():  # BatchNorm's batch counters
-                    mine.copy_(theirs)
-        self.updates += 1
-
-    @property
-    def current_decay(self):
-        """The decay of the next update: the warm-up's (1 + n) / (10 + n) until it reaches `decay`."""
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
-
-    def state_dict(self):
-        return {"updates": self.updates, "module": self.module.state_dict()}
-
-    def load_state_dict(self, state):
-        self.updates = state["updates"]
-        self.module.load_state_dict(state["module"])
 
 
 def lr_schedule(name, total_steps, warmup_fraction=0.15):

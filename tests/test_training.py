@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.average import WeightAverage
 from common.checkpoint import save_checkpoint
 from common.data import batch_bounds
-from common.loop import WeightAverage
 from common.precision import autocast, cpu_flags, resolve_precision
 from common.predict import predict
 from common.run import run_name
