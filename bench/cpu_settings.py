@@ -30,14 +30,14 @@ def loop_rate(question, precision, images=512):
     run = resolve(module.parse_args(["--precision", precision, "--limit", str(images)]), module.QUESTION)
     torch.manual_seed(0)
     if question == "q1":
-        data, _ = q1_train.load_data(run, "data")
+        data = q1_train.load_data(run, "data")
         model = q1_train.build_model(run.recipe).to(memory_format=torch.channels_last)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=run.recipe["label_smoothing"])
         epoch = q1_train.batches(data.train_images, data.train_labels, run.recipe["batch_size"],
                                  augmented=run.recipe["augment"])
         count = len(data.train_images)
     else:
-        data, _ = LOADED.setdefault("q2", q2_train.load_data(run, "data"))
+        data = LOADED.setdefault("q2", q2_train.load_data(run, "data"))
         model = q2_train.build(run)
         loss_fn = q2_train.make_loss(run.recipe["loss"], run.recipe["loss_weight"])
         recipe = run.recipe

@@ -90,6 +90,7 @@ class Data:
     val_images: torch.Tensor
     val_labels: torch.Tensor    # on the CPU: compared with numpy predictions
     secret_images: torch.Tensor
+    seen_val: int = 0           # val images also trained on (--final)
 
 
 def load_data(run, data_dir):
@@ -111,7 +112,7 @@ def load_data(run, data_dir):
           f"secret test {len(secret_images)}")
     device = run.device
     return Data(images[train_index].to(device), labels[train_index].to(device), images[val_index].to(device),
-                labels[val_index], secret_images.to(device)), seen_val
+                labels[val_index], secret_images.to(device), seen_val)
 
 
 def make_optimizer(model, recipe):
@@ -153,13 +154,13 @@ def train(run, model, data):
     fit(training, run_epoch, validate if held_out else None, "val_accuracy" if held_out else None)
 
 
-def write_outputs(run, model, data, state, history, seen_val):
+def write_outputs(run, model, data, state, history):
     out_dir = run.out_dir
     val_probabilities, val_accuracy, val_per_class = evaluate(model, data.val_images, data.val_labels, run)
     print(f"{'last' if run.final else 'best'} checkpoint: epoch {state['epoch']}, "
           f"{len(views(run.evaluation['tta'], run.evaluation['tta_shift']))} test-time view(s), {run.precision}")
-    if seen_val:
-        print(f"NOTE: --final trained on {seen_val} of the val images, so the val accuracy below is not a "
+    if data.seen_val:
+        print(f"NOTE: --final trained on {data.seen_val} of the val images, so the val accuracy below is not a "
               "held-out figure")
     if run.options["holdout"]:
         print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
@@ -192,13 +193,13 @@ def main(argv=None):
     args = parse_args(argv)
     run = resolve(args, QUESTION)
     with owned(run):
-        data, seen_val = load_data(run, args.data_dir)
+        data = load_data(run, args.data_dir)
         model = build_model(run.recipe).to(run.device, memory_format=torch.channels_last)
         describe_model(model, (1, 28, 28), run.out_dir)
         if run.trains:
             train(run, model, data)
         state, history = load_result(run, model)
-        write_outputs(run, model, data, state, history, seen_val)
+        write_outputs(run, model, data, state, history)
     return run
 
 

@@ -172,6 +172,7 @@ class Data:
     val: Split    # images on the device, labels on the CPU
     test: Split
     val_cpu_images: torch.Tensor  # for the figures
+    joined: bool = False  # val trained on (--final)
 
 
 def load_data(run, data_dir):
@@ -200,7 +201,7 @@ def load_data(run, data_dir):
     device = run.device
     return Data(Split(train.names, train.images.to(device), train.labels.to(device)),
                 Split(val.names, val.images.to(device), val.labels), Split(test.names, test.images.to(device)),
-                val.images), joined
+                val.images, joined)
 
 
 def build(run):
@@ -265,12 +266,12 @@ def describe_views(run):
                                             if list(scales) != [1.0] else "")
 
 
-def write_outputs(run, model, data, state, history, joined):
+def write_outputs(run, model, data, state, history):
     out_dir, recipe = run.out_dir, run.recipe
     val_scores, ap, iou = evaluate(model, data.val, run)
     print(f"{'last' if run.final else 'best'} checkpoint: epoch {state['epoch']}, {describe_views(run)}, "
           f"{run.precision}")
-    if joined:
+    if data.joined:
         print("NOTE: --final trained on the val images too, so the val figures below are not held-out figures")
     if run.options["holdout"]:
         print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
@@ -314,13 +315,13 @@ def main(argv=None):
     args = parse_args(argv)
     run = resolve(args, QUESTION)
     with owned(run):
-        data, joined = load_data(run, args.data_dir)
+        data = load_data(run, args.data_dir)
         model = build(run)
         describe_model(model, (3, IMAGE_SIZE, IMAGE_SIZE), run.out_dir)
         if run.trains:
             train(run, model, data)
         state, history = load_result(run, model)
-        write_outputs(run, model, data, state, history, joined)
+        write_outputs(run, model, data, state, history)
     return run
 
 
