@@ -17,8 +17,10 @@ refused unless --overwrite, and a folder in use by another process is refused (a
 when its process ends, however it ends).
 """
 import contextlib
+import errno
 import fcntl
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -217,7 +219,13 @@ def locked(folder):
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # a file system without locks (some network and cloud-drive mounts): run unguarded, and say so
+                print(f"warning: {folder} cannot be locked ({error.strerror}); make sure no other run uses it",
+                      file=sys.stderr)
+                yield
+                return
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             raise UserError(f"{folder} is in use by another run (process {holder}); wait for it to finish, "

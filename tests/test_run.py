@@ -199,3 +199,18 @@ def test_a_holdout_run_has_its_own_folder_and_excludes_final():
     assert run.options["holdout"] == 5000 and run.name == "improved-holdout5000"
     with pytest.raises(UserError, match="--final trains on every labelled image and --holdout keeps some out"):
         settings(q1_train, "--final", "--holdout", "5000")
+
+
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch, capsys):
+    """Some network and cloud-drive mounts refuse flock itself: that is no other run, so the run goes on."""
+    import errno
+
+    def unsupported(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_module.fcntl, "flock", unsupported)
+    run = settings(q1_train, "--checkpoint-dir", str(tmp_path / "C"), "--out-dir", str(tmp_path / "C"))
+    with owned(run):
+        pass
+    assert capsys.readouterr().err.strip() == (f"warning: {tmp_path / 'C'} cannot be locked (No locks available); "
+                                               "make sure no other run uses it")
