@@ -59,3 +59,13 @@ def test_the_combined_loss_adds_the_weighted_term_and_ignores_the_frame():
     torch.testing.assert_close(make_loss("ce+dice", 0.5)(logits, labels), ce + 0.5 * dice_loss(logits, labels))
     make_loss("ce+lovasz")(logits, labels).backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_lovasz_with_a_single_present_class_and_the_default_weight():
+    torch.manual_seed(2)
+    logits = torch.randn(1, 6, 4, 4)
+    labels = torch.full((1, 4, 4), 3)  # one class present: the mean over present classes is its own loss
+    expected = reference_lovasz(logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, 6), labels.reshape(-1))
+    torch.testing.assert_close(lovasz_softmax(logits, labels, stride=1), expected)
+    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE)
+    torch.testing.assert_close(make_loss("ce+dice")(logits, labels), ce + dice_loss(logits, labels))  # weight 1

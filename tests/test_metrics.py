@@ -157,3 +157,88 @@ def test_segmentation_scores_exact_by_default():
     labels = rng.integers(0, 6, (2, 16, 16))
     ap, _ = segmentation_scores(scores, labels, 6)
     assert list(ap) == [course_rule_ap(scores[:, c], labels == c) for c in range(6)]
+
+
+# Edges a mutation run (mutmut, see README "Development") found unguarded.
+
+def test_accuracy_edges_and_messages():
+    assert accuracy([3], [3]) == 100.0  # one item is a valid set
+    with pytest.raises(ValueError, match=r"need equal non-empty shapes, got \(0,\) and \(0,\)"):
+        accuracy([], [])
+    with pytest.raises(ValueError, match=r"need equal non-empty shapes, got \(2,\) and \(1,\)"):
+        accuracy([1, 2], [1])  # would broadcast without the check
+    with pytest.raises(ValueError, match="predicted has 2 elements, labels 3"):
+        confusion_matrix([0, 1], [0, 1, 1], 2)
+    with pytest.raises(ValueError, match="scores have 2 elements, targets 3"):
+        average_precision(np.zeros(2), np.zeros(3))
+    with pytest.raises(ValueError, match="scores have 2 elements, targets 3"):
+        course_average_precision(np.zeros(2), np.zeros(3))
+
+
+def test_a_class_with_no_items_is_nan_without_a_warning():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's 0/0 warning would be one
+        result = per_class_accuracy([0, 0], [0, 0], 3)
+    assert result[0] == 100.0 and np.isnan(result[1]) and np.isnan(result[2])
+
+
+def test_iou_of_a_single_perfect_pixel_is_one():
+    cm = np.array([[1, 0], [0, 0]])  # one pixel of class 0, predicted right; class 1 absent
+    np.testing.assert_array_equal(iou_from_confusion(cm), [1.0, 0.0])
+
+
+def test_ap_ranks_uint8_zero_scores_last():
+    """A uint8 score of 0 is the lowest rank (negating uint8 would wrap 0 to the top)."""
+    scores, targets = np.array([0, 200, 100], dtype=np.uint8), np.array([1, 0, 0])
+    assert average_precision(scores, targets) == pytest.approx(1 / 3)
+    assert course_average_precision(scores, targets) == pytest.approx(1 / 3)
+
+
+def test_fast_ap_keeps_element_order_on_large_tied_inputs():
+    """average_precision's promise: tied scores keep their element order (a stable sort), at any size."""
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, 2000).astype(np.uint8)  # four values: ties by the hundred
+    targets = rng.random(2000) < 0.3
+    order = sorted(range(2000), key=lambda i: -int(scores[i]))  # Python's sort is stable
+    hits = np.cumsum(targets[order])
+    expected = reference_voc(hits / targets.sum(), hits / np.arange(1, 2001))
+    assert average_precision(scores, targets) == pytest.approx(expected, abs=1e-12)
+
+
+def reference_voc(recall, precision):
+    """The VOC envelope as a loop: for each new recall level, the best precision at or after it."""
+    area, previous = 0.0, 0.0
+    for i, level in enumerate(recall):
+        if level > previous:
+            area += (level - previous) * max(precision[i:])
+            previous = level
+    return area
+
+
+def test_ap_of_one_positive_and_of_none():
+    assert course_average_precision(np.array([0.9, 0.1]), np.array([0, 1])) == pytest.approx(0.5)
+    assert average_precision(np.array([0.9, 0.1]), np.array([0, 1])) == pytest.approx(0.5)
+    assert course_average_precision(np.array([0.9, 0.1]), np.array([0, 0])) == 0.0  # nothing to find
+    assert average_precision(np.array([0.9, 0.1]), np.array([0, 0])) == 0.0
+
+
+def test_per_epoch_validation_uses_the_stable_tie_order():
+    """Per-epoch figures (exact=False) rank ties in element order; the final ones in the course's order."""
+    probabilities = np.full((1, 2, 1, 2), 0.5)  # every score tied
+    labels = np.array([[[0, 1]]])
+    fast, _ = segmentation_scores(probabilities, labels, 2, exact=False)
+    exact, _ = segmentation_scores(probabilities, labels, 2, exact=True)
+    assert fast[0] == pytest.approx(1.0)  # class 0's pixel comes first in element order
+    assert exact[0] == pytest.approx(0.5)  # the course's reversed argsort puts it last
+
+
+def test_quantize_clips_into_uint8():
+    np.testing.assert_array_equal(quantize_probabilities(np.array([1.5, -0.2, 1.0, 0.0])), [255, 0, 255, 0])
+
+
+def test_printouts_refuse_lists_of_different_lengths():
+    with pytest.raises(ValueError):
+        format_classification(50.0, [1.0, 2.0], ["a", "b", "c"])
+    with pytest.raises(ValueError):
+        format_segmentation([0.5, 0.5], [0.1, 0.2], ["a", "b", "c"])

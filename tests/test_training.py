@@ -190,3 +190,8 @@ def test_gpu_out_of_memory_is_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: the GPU ran out of memory (CUDA out of memory. Tried")
     assert "smaller --batch-size" in err[0]
+
+
+def test_the_weight_average_is_not_trained():
+    average = WeightAverage(tiny_classifier(), 0.9)
+    assert not any(p.requires_grad for p in average.module.parameters())
