@@ -135,3 +135,77 @@ def test_q2_pixel_sums_between_249_and_255_are_valid(tmp_path, capsys, scores, v
     assert check(tmp_path, "Q2_sseg_predictions.npy", array) == (0 if valid else 1)
     if not valid:
         assert "pixel (image 3, row 10, column 20)" in capsys.readouterr().out
+
+
+# Paths a mutation run (mutmut, README "Development") found unguarded in the fast tier.
+
+def test_a_perfect_q2_val_file_scores_one_against_the_course_labels(tmp_path, capsys, course_data):
+    """README: with labels it scores the file exactly like the grader (Q2: --data-dir DATA --split val)."""
+    from q2_segmentation.data import load_split
+    labels = load_split(course_data, "val").labels.numpy()
+    perfect = (np.eye(6, dtype=np.uint8)[labels] * 255).transpose(0, 3, 1, 2)  # certain and right everywhere
+    assert check(tmp_path, "Q2_sseg_val_predictions.npy", np.ascontiguousarray(perfect), "--data-dir",
+                 str(course_data), "--split", "val") == 0
+    out = capsys.readouterr().out
+    assert "background: AP: 1.00, IoU: 1.00" in out and "mean: AP: 1.00, IoU: 1.00" in out
+
+
+def test_a_perfect_q1_val_file_scores_100_against_the_val_labels(tmp_path, capsys, course_data):
+    """README: a Q1 file of 5,000 rows predicts val; --data-dir scores it on the last 5,000 training labels."""
+    from q1_fashion.data import load_fashion_mnist
+    _, labels = load_fashion_mnist(course_data, download=False)
+    perfect = np.eye(10, dtype=np.float32)[labels[55_000:].numpy()]
+    assert check(tmp_path, "Q1_val_label_predictions.npy", perfect, "--data-dir", str(course_data)) == 0
+    assert "Accuracy of the final network on the val images: 100.00 %" in capsys.readouterr().out
+    np.save(tmp_path / "labels.npy", labels[55_000:55_010].numpy())
+    with pytest.raises(check_submission.UserError, match="labels.npy has 10 labels for 5000 predictions"):
+        check(tmp_path, "Q1_val_label_predictions.npy", perfect, "--labels", str(tmp_path / "labels.npy"))
+
+
+def test_zero_probabilities_are_valid_and_problems_name_their_row(tmp_path, capsys):
+    rows = np.zeros((2000, 10), dtype=np.float32)
+    rows[:, 0] = 1.0  # certain predictions: nine exact zeros a row
+    assert check(tmp_path, "Q1_label_predictions.npy", rows) == 0
+    capsys.readouterr()
+    rows[5, 3], rows[5, 0] = -0.25, 1.25
+    assert check(tmp_path, "Q1_label_predictions.npy", rows) == 1
+    assert "row 5 has a negative value" in capsys.readouterr().out
+    rows[5], rows[7, 2] = 0.1, np.nan
+    assert check(tmp_path, "Q1_label_predictions.npy", rows) == 1
+    assert "row 7 holds NaN or inf" in capsys.readouterr().out
+
+
+def test_a_q2_problem_names_the_first_bad_pixel(tmp_path, capsys):
+    array = np.zeros((100, 6, 224, 224), dtype=np.uint8)
+    array[:, 0] = 255
+    array[1, :, 0, 0] = (200, 49, 0, 0, 0, 0)  # 249: valid, and earlier than the bad pixel
+    array[3, :, 10, 20] = (200, 48, 0, 0, 0, 0)  # 248
+    assert check(tmp_path, "Q2_sseg_predictions.npy", array) == 1
+    assert "pixel (image 3, row 10, column 20) sum to 248" in capsys.readouterr().out
+
+
+def test_messages_for_files_that_cannot_be_checked(tmp_path, capsys):
+    with pytest.raises(check_submission.UserError, match=r"missing.npy: file not found"):
+        check_submission.main([str(tmp_path / "missing.npy")])
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(check_submission.UserError, match=r"objects.npy: not a readable .npy file \(ValueError"):
+        check_submission.main([str(tmp_path / "objects.npy")])  # never unpickled
+    assert check(tmp_path, "Q2_odd.npy", np.zeros(5, np.uint8)) == 1  # named Q2: checked as Q2
+    assert "expected (100, 6, 224, 224)" in capsys.readouterr().out
+    np.save(tmp_path / "labels.npy", np.zeros(100, np.int64))
+    with pytest.raises(check_submission.UserError, match="^--labels is for Q1; score a Q2 file with --data-dir DATA "
+                                                         "--split val$"):
+        check(tmp_path, "Q2_sseg_predictions.npy", np.zeros((100, 6, 224, 224), np.uint8), "--labels",
+              str(tmp_path / "labels.npy"))
+    with pytest.raises(check_submission.UserError, match=r"test split has no labels here .* \(pass --split val for "
+                                                         r"a val file\)$"):
+        check(tmp_path, "Q2_sseg_predictions.npy", np.zeros((100, 6, 224, 224), np.uint8), "--data-dir", "data")
+
+
+def test_the_usage_line_names_the_command(capsys):
+    with pytest.raises(SystemExit):
+        check_submission.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cs543-check [-h] [--labels LABELS] [--data-dir DATA_DIR]")
+    assert "[--split {test,val}]" in out and "the .npy prediction file" in out
+    assert "\n    cs543-check FILE --labels labels.npy          # Q1, any labelled set\n" in out  # laid out as written
