@@ -209,3 +209,8 @@ def test_the_usage_line_names_the_command(capsys):
     assert out.startswith("usage: cs543-check [-h] [--labels LABELS] [--data-dir DATA_DIR]")
     assert "[--split {test,val}]" in out and "the .npy prediction file" in out
     assert "\n    cs543-check FILE --labels labels.npy          # Q1, any labelled set\n" in out  # laid out as written
+
+
+def test_a_0d_q2_file_gets_the_q2_shape(tmp_path, capsys):
+    assert check(tmp_path, "Q2_sseg_predictions.npy", np.uint8(3)) == 1
+    assert "shape is (), expected (100, 6, 224, 224)" in capsys.readouterr().out
