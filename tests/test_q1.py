@@ -218,7 +218,7 @@ def test_a_resumed_run_takes_its_new_schedule_from_the_first_step(tmp_path, cour
     monkeypatch.setattr(training_loop, "train_one_epoch", record)
     run_q1(tmp_path, "s", *common, "--epochs", "3", "--resume", course_data=course_data)
     steps = 4  # 512 images in batches of 128
-    expected = 0.1 * q1_train.lr_schedule("onecycle", 3 * steps)(steps)
+    expected = 0.1 * training_loop.lr_schedule("onecycle", 3 * steps)(steps)
     assert seen[0] == pytest.approx(expected)  # the old one-epoch schedule had ended at lr 0
     assert expected > 0.05
 
