@@ -14,12 +14,13 @@ from torch import nn
 
 from common.cli import add_run_arguments, positive_int, probability, reject_switches
 from common.data import batch_bounds
-from common.loop import Training, fit, history_without_timing, load_result, run_fields
+from common.loop import Training, fit, history_without_timing, run_fields
 from common.metrics import accuracy, confusion_matrix, format_classification, per_class_accuracy
 from common.plotting import plot_confusion, plot_curves, plot_misclassified
 from common.predict import predict
-from common.run import Question, owned, resolve
-from common.runtime import count_parameters, describe_model, run_cli, save_npy, write_json
+from common.protocol import Pieces, run_protocol
+from common.run import Question
+from common.runtime import count_parameters, run_cli, save_npy, write_json
 from q1_fashion.data import CLASSES, batches, load_fashion_mnist, load_secret_test, split_indices, views
 from q1_fashion.models import FAMILY_KEYS, MODELS, build_model
 
@@ -189,18 +190,17 @@ def write_outputs(run, model, data, state, history):
           f"misclassified.png; checkpoints in {run.checkpoint_dir}")
 
 
+def build(run):
+    """The run's network on its device, channels-last (faster convolutions on a CPU)."""
+    return build_model(run.recipe).to(run.device, memory_format=torch.channels_last)
+
+
 def main(argv=None):
-    args = parse_args(argv)
-    run = resolve(args, QUESTION)
-    with owned(run):
-        data = load_data(run, args.data_dir)
-        model = build_model(run.recipe).to(run.device, memory_format=torch.channels_last)
-        describe_model(model, (1, 28, 28), run.out_dir)
-        if run.trains:
-            train(run, model, data)
-        state, history = load_result(run, model)
-        write_outputs(run, model, data, state, history)
-    return run
+    """Train (or with --resume continue, with --eval-only only evaluate) and write the outputs: see
+    common.protocol for the steps, and the functions above for this question's part of each."""
+    pieces = Pieces(load_data=load_data, build=build, input_size=(1, 28, 28), train=train,
+                    write_outputs=write_outputs)
+    return run_protocol(parse_args(argv), QUESTION, pieces)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ import torch
 
 from common.cli import add_run_arguments, at_least_one, non_negative_float, positive_int, probability, reject_switches
 from common.data import batch_bounds
-from common.loop import Training, fit, history_without_timing, load_result, run_fields
+from common.loop import Training, fit, history_without_timing, run_fields
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
 from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
 from common.predict import predict
-from common.run import Question, owned, resolve
-from common.runtime import UserError, count_parameters, describe_model, run_cli, save_npy, write_json
+from common.protocol import Pieces, run_protocol
+from common.run import Question
+from common.runtime import UserError, count_parameters, run_cli, save_npy, write_json
 from q2_segmentation.data import CLASSES, IMAGE_SIZE, Split, batches, load_split, read_classes, views
 from q2_segmentation.losses import LOSSES, make_loss
 from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, freeze, resolve_backbone
@@ -313,17 +314,11 @@ def write_outputs(run, model, data, state, history):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    run = resolve(args, QUESTION)
-    with owned(run):
-        data = load_data(run, args.data_dir)
-        model = build(run)
-        describe_model(model, (3, IMAGE_SIZE, IMAGE_SIZE), run.out_dir)
-        if run.trains:
-            train(run, model, data)
-        state, history = load_result(run, model)
-        write_outputs(run, model, data, state, history)
-    return run
+    """Train (or with --resume continue, with --eval-only only evaluate) and write the outputs: see
+    common.protocol for the steps, and the functions above for this question's part of each."""
+    pieces = Pieces(load_data=load_data, build=build, input_size=(3, IMAGE_SIZE, IMAGE_SIZE), train=train,
+                    write_outputs=write_outputs)
+    return run_protocol(parse_args(argv), QUESTION, pieces)
 
 
 if __name__ == "__main__":
