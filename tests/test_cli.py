@@ -15,7 +15,7 @@ from tests.helpers import REPO, settings
 def test_a_flag_beats_the_recipe_and_the_recipe_fills_the_rest():
     run = settings(q1_train, "--lr", "0.3", "--no-augment", "--width", "8", "--precision", "fp32")
     assert run.recipe["lr"] == 0.3 and run.recipe["augment"] is False and run.recipe["width"] == 8  # the flags
-    assert run.recipe["epochs"] == 30 and run.recipe["depth"] == 2  # the improved recipe's own values
+    assert run.recipe["epochs"] == 15 and run.recipe["depth"] == 2  # the improved recipe's own values
     assert run.name == "improved-width8"  # network switches name the folder; training flags do not
     basenet = settings(q1_train, "--model", "basenet", "--precision", "fp32")
     assert basenet.recipe["lr"] == 0.005 and basenet.recipe["schedule"] == "constant"  # the course starter's
