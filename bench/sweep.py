@@ -46,6 +46,7 @@ SPACES = {
             "min_scale": ("float", 0.5, 1.0),
             "color": ("float", 0.0, 0.4),
             "ema_decay": ("choice", [0.98, 0.99, 0.995]),
+            "frozen_bn": ("choice", ["fixed", "moving"]),
         },
     },
 }
@@ -62,7 +63,7 @@ def suggest(trial, levers):
             value = trial.suggest_float(name, *bounds)
         else:
             value = trial.suggest_categorical(name, bounds[0])
-        flags += [f"--{name.replace('_', '-')}", f"{value:.6g}"]
+        flags += [f"--{name.replace('_', '-')}", value if isinstance(value, str) else f"{value:.6g}"]
     return flags
 
 

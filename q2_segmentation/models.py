@@ -102,16 +102,22 @@ class EfficientNetLiteTrunk(Trunk):
                 [*net._blocks[self.taps[-1] + 1:], net._conv_head, net._bn1]]
 
 
-def freeze(trunk, stride):
-    """Stop training the trunk's layers up to `stride` (0: none, 4, 8, ...): no gradient, and BatchNorm
-    statistics that no longer move (see Trunk). Their ImageNet features are generic edges and textures;
-    with no gradient to compute through the high-resolution early layers, a training step is about 1.4x
-    faster."""
+FROZEN_BN = ("fixed", "moving")  # the frozen layers' BatchNorm: ImageNet's statistics, or each batch's
+
+
+def freeze(trunk, stride, batchnorm="fixed"):
+    """Stop training the trunk's layers up to `stride` (0: none, 4, 8, ...): no gradient, and (`batchnorm`
+    "fixed") BatchNorm statistics that no longer move (see Trunk); "moving" leaves those BatchNorm layers in
+    train mode, normalising by each batch and moving their statistics (round 2's behaviour, kept as a flag
+    with its figures). Their ImageNet features are generic edges and textures; with no gradient to compute
+    through the high-resolution early layers, a training step is about 1.4x faster."""
+    if batchnorm not in FROZEN_BN:
+        raise ValueError(f"batchnorm must be one of {FROZEN_BN}, got {batchnorm!r}")
     frozen = [layer for limit, layers in zip((4, 8, 16, 32), trunk.stages(), strict=True) if limit <= stride
               for layer in layers]
     for layer in frozen:
         layer.requires_grad_(False)
-    trunk.frozen = frozen
+    trunk.frozen = frozen if batchnorm == "fixed" else ()
     trunk.train(trunk.training)
 
 

@@ -23,7 +23,16 @@ from common.run import Question
 from common.runtime import UserError, count_parameters, run_cli, save_npy, write_json
 from q2_segmentation.data import CLASSES, IMAGE_SIZE, Split, batches, load_split, read_classes, views
 from q2_segmentation.losses import LOSSES, make_loss
-from q2_segmentation.models import BACKBONES, LADDER_KEYS, MODELS, build_model, describe_head, freeze, resolve_backbone
+from q2_segmentation.models import (
+    BACKBONES,
+    FROZEN_BN,
+    LADDER_KEYS,
+    MODELS,
+    build_model,
+    describe_head,
+    freeze,
+    resolve_backbone,
+)
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
@@ -39,6 +48,7 @@ RECIPE = dict(
     lr=1e-3,             # the heads' rate; one-cycle peak
     trunk_lr_scale=0.1,  # the pretrained trunk learns at a tenth of the head's rate, so ImageNet features survive
     freeze_stride=0,     # train the whole trunk
+    frozen_bn="fixed",   # frozen layers keep ImageNet's BatchNorm statistics (detectron2's FrozenBatchNorm)
     weight_decay=1e-4,
     schedule="onecycle",
     augment=True,        # joint horizontal flips of image and mask (the report's augmentation)
@@ -63,7 +73,7 @@ RECIPES = {
         # Each value's evidence: README, "Performance" (Q2 tables), on EfficientNet-Lite0 over 3 seeds.
         epochs=14,            # what fits 20 minutes on the slowest machine of this kind (AVX2 EPYC, fp32)
         trunk_lr_scale=0.3,   # the trunk's later stages adapt faster than at 0.1x
-        freeze_stride=4,      # the stride-2/4 stages stay ImageNet's, BatchNorm statistics included: 1.4x a step
+        freeze_stride=4,      # the stride-2/4 stages stay ImageNet's (BatchNorm statistics: --frozen-bn); faster steps
         max_scale=1.5,        # random enlargement up to 1.5x
         min_scale=0.75,       # and shrinking to 0.75x in a grey frame the loss ignores: objects at many sizes
         color=0.2,            # brightness/contrast/saturation jitter of +-20 %
@@ -71,7 +81,7 @@ RECIPES = {
         ema_decay=0.99,       # validate and predict with a weight average
         tta=True,             # flip test-time augmentation
         tta_scales=[1.0],     # flip only: more scales no longer paid once the trunk learns at 0.3x
-        val_every=7,          # validation costs an epoch's seventh: twice a run, for the curve
+        val_every=7,          # twice a run, for the curve: the time goes into epochs
     ),
 }
 
@@ -94,6 +104,9 @@ def parse_args(argv=None):
                      help="validate and predict with a moving average of the weights (0: off)")
     run.add_argument("--freeze-stride", type=int, choices=(0, 4, 8, 16),
                      help="keep the trunk's ImageNet layers up to this stride fixed (0: train them all)")
+    run.add_argument("--frozen-bn", choices=FROZEN_BN,
+                     help="the frozen layers' BatchNorm: fixed (ImageNet's statistics, default) or moving "
+                          "(normalise by each batch and move the statistics, as round 2 did)")
     run.add_argument("--val-every", type=positive_int, help="validate every N epochs and at the end")
     run.add_argument("--loss", choices=LOSSES, help="cross-entropy, or cross-entropy plus a Dice or Lovász term")
     run.add_argument("--loss-weight", type=non_negative_float, help="the weight of the Dice or Lovász term")
@@ -212,7 +225,8 @@ def build(run):
     evaluating overwrites every weight from the checkpoint: no ImageNet weights are loaded then."""
     recipe = run.recipe if run.mode == "train" else dict(run.recipe, pretrained=False, weights=None)
     model = build_model(recipe).to(run.device, memory_format=torch.channels_last)
-    freeze(model.trunk, run.recipe["freeze_stride"])  # before the summary, so its trainable count is true
+    # before the summary, so its trainable count is true
+    freeze(model.trunk, run.recipe["freeze_stride"], run.recipe["frozen_bn"])
     return model
 
 

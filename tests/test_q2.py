@@ -25,6 +25,7 @@ from tests.helpers import (
     add_cloud_drive_copies,
     interrupted_then_resumed,
     read_metrics,
+    settings,
     views_only,
     write_segmentation_item,
 )
@@ -500,3 +501,25 @@ def test_training_leaves_every_frozen_parameter_and_buffer_bit_identical(backbon
              for name, value in layer.state_dict().items()}
     assert all(torch.equal(frozen[name], after[name]) for name in frozen)
     assert model.head.training and not model.trunk.frozen[0].training  # the rest did train
+
+
+@pytest.mark.parametrize("frozen_bn", ["fixed", "moving"])
+def test_frozen_bn_flag_reaches_the_model_and_decides_whether_frozen_statistics_move(frozen_bn):
+    """README: --frozen-bn fixed (default) keeps the frozen layers' ImageNet statistics; moving (round 2's
+    behaviour) normalises them by each batch. Either way their weights get no update."""
+    argv = ["--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32"]
+    run = settings(q2_train, *argv, *(["--frozen-bn", frozen_bn] if frozen_bn == "moving" else []))
+    assert run.recipe["frozen_bn"] == frozen_bn  # "fixed" is the improved recipe's own value
+    torch.manual_seed(0)
+    model = q2_train.build(run)
+    stem_bn = model.trunk.net._bn0  # the stride-2 stem: frozen at the recipe's --freeze-stride 4
+    before = {name: value.clone() for name, value in stem_bn.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    loss = torch.nn.functional.cross_entropy(model(model.normalize(images)), torch.zeros(2, 64, 64).long())
+    loss.backward()
+    optimizer.step()
+    after = stem_bn.state_dict()
+    assert torch.equal(before["weight"], after["weight"]) and torch.equal(before["bias"], after["bias"])
+    assert torch.equal(before["running_mean"], after["running_mean"]) == (frozen_bn == "fixed")
