@@ -244,7 +244,7 @@ def test_flip_tta_averages_the_softmax_of_image_and_mirror():
     np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_scaled_views_are_mapped_back_onto_the_original_pixels():
+    """README: `--tta-scales`: each view's map is mirrored back and resized back before averaging."""
     """README: "flip x 4-scale TTA": each view's map is mirrored back and resized back before averaging."""
     # a per-pixel model of a left-to-right ramp: its mirrored view's map must be mirrored back, and a
     # scaled view's map resized back, or the average no longer lines up with the image
