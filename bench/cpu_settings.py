@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
+from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy
 from common.data import batch_bounds
 from common.loop import Training
 from common.precision import CPU_BF16_FLAGS, autocast, cpu_flags
@@ -73,11 +73,7 @@ def rate(build, input_shape, batch, steps, channels_last, threads, precision="fp
         nn.functional.cross_entropy(outputs.float(), target).backward()
         optimizer.step()
 
-    step()  # the first step builds oneDNN's kernels: not timed
-    began = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - began)
+    return images_per_second(step, steps, batch)
 
 
 def main():

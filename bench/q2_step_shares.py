@@ -7,12 +7,10 @@ its place). The two alternate in one process; it prints the median share of the 
 
     python bench/q2_step_shares.py [--rounds 3]
 """
-import time
-
 import torch
 from torch import nn
 
-from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
+from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy
 from common.run import resolve
 from q2_segmentation import train as q2_train
 
@@ -36,11 +34,7 @@ def step_rate(run, loss_name, refine4=True, steps=3):
         loss_fn(model(model.normalize(images)), labels).backward()
         optimizer.step()
 
-    step()  # the first step builds oneDNN's kernels: not timed
-    began = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * BATCH / (time.perf_counter() - began)
+    return images_per_second(step, steps, BATCH)
 
 
 def main():

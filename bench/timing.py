@@ -60,6 +60,15 @@ def alternate(first, second, rounds):
     return a, b
 
 
+def images_per_second(step, steps, batch):
+    """Images/s of `steps` calls of step() on batches of `batch`; a first call builds oneDNN's kernels, untimed."""
+    step()
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - began)
+
+
 def median_ratio(a, b):
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
