@@ -72,24 +72,30 @@ def average_precision(scores, targets):
 
 
 def course_average_precision(scores, targets):
-    """AP exactly as the course's calc_pr computes it, ties included.
+    """AP exactly as the course's calc_pr computes it, ties included, for binary `targets`.
 
     The course ranks the pixels by `np.argsort(scores_as_float64)[::-1]`: numpy's default (unstable)
     sort, reversed. Where scores tie, which they do by the thousand in a uint8 file, that order decides
-    the precision at each rank, so this follows it step by step: on the same numpy it gives the grader's
-    digits. It is about three times slower than average_precision.
+    the precision at each rank, so this sorts the same way: on the same numpy it gives the grader's digits.
+
+    The course then computes precision and recall at every rank and sums over the ranks where recall
+    steps, i.e. the positives. This computes them at the positives only: the same terms in the same
+    order, so the same sum. (Their precision envelope is the same too: a negative's precision is below
+    the rank's before it, so it is never a running maximum.) That saves most of the course's arrays of
+    five million pixels, which cost time of their own on a machine where fresh memory is slow; tests
+    check it against the course's rule written out rank by rank.
     """
-    targets = np.asarray(targets).astype(np.float64).reshape(-1, 1)
-    scores = np.asarray(scores).astype(np.float64).reshape(-1, 1)
+    scores = np.asarray(scores).astype(np.float64).ravel()
+    targets = np.asarray(targets).ravel()
     if scores.shape != targets.shape:
         raise ValueError(f"scores have {scores.size} elements, targets {targets.size}")
-    positives = targets.sum()
+    positives = np.count_nonzero(targets)
     if positives == 0:
         return 0.0  # the course would divide by zero; no pixel of the class, nothing to find
-    together = np.concatenate([targets, scores], axis=1)
-    order = np.argsort(together[:, 1], axis=0)[::-1]
-    true_positives = np.cumsum(together[order, 0])
-    return voc_ap(true_positives / positives, true_positives / np.arange(1, scores.size + 1, dtype=np.float64))
+    ranks = np.flatnonzero(targets[np.argsort(scores)[::-1]]) + 1.0  # the rank of each positive, from 1
+    found = np.arange(1, positives + 1, dtype=np.float64)  # positives found down to that rank
+    envelope = np.maximum.accumulate((found / ranks)[::-1])[::-1]  # the best precision from that rank on
+    return float(np.sum(np.diff(found / positives, prepend=0.0) * envelope))
 
 
 def segmentation_scores(probabilities, labels, num_classes, exact=True):

@@ -47,8 +47,9 @@ def valid_q2_file(items=100, seed=0):
 def test_q2_file_checks(tmp_path, capsys):
     good = valid_q2_file()
     assert check(tmp_path, "Q2_sseg_predictions.npy", good) == 0
-    assert check(tmp_path, "Q2_sseg_predictions.npy", good.astype(np.float32)) == 1
-    assert "dtype is float32, expected uint8" in capsys.readouterr().out
+    # probabilities saved as floats, not floor(p x 255) as uint8 (float16: the file is half a float32's 120 MB)
+    assert check(tmp_path, "Q2_sseg_predictions.npy", good.astype(np.float16)) == 1
+    assert "dtype is float16, expected uint8" in capsys.readouterr().out
     broken = good.copy()
     broken[3, :, 5, 7] = 0
     assert check(tmp_path, "Q2_sseg_predictions.npy", broken) == 1

@@ -179,6 +179,20 @@ def test_resume_with_larger_epochs_trains_only_new_epochs(tmp_path, course_data,
     assert [r["epoch"] for r in torch.load(ckpt / "last.pt", weights_only=False)["history"]] == [1, 2]
 
 
+def test_the_q1_batches_join_a_last_image_to_the_batch_before_and_bn_trains_on_them():
+    """A last batch of one joins the batch before it (BatchNorm cannot train on one image): the batches train.py
+    draws, 257 images in batches of 256, are one batch of all 257, and the default network trains a step on it."""
+    images = torch.randint(0, 256, (257, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(257) % 10
+    drawn = list(q1_data.batches(images, labels, 256, augmented=True))
+    assert [len(batch_labels) for _, batch_labels in drawn] == [257]
+    assert sorted(drawn[0][1].tolist()) == sorted(labels.tolist())  # every image once, shuffled or not
+    model = build_model(dict(q1_train.RECIPES["improved"], model="improved", width=4)).train()
+    torch.nn.functional.cross_entropy(model(drawn[0][0]), drawn[0][1]).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.slow
 def test_a_last_batch_of_one_image_trains(tmp_path, course_data):
     # 257 = 256 + 1: the last batch would hold one image, on which BatchNorm1d cannot train
     out, ckpt = run_q1(tmp_path, "one", "--width", "4", "--epochs", "1", "--limit", "257", "--no-tta",

@@ -47,9 +47,8 @@ def write_q2_run(folder, model, ap, iou, **extra):
         png(folder / name)
 
 
-@pytest.fixture
-def results(tmp_path):
-    results = tmp_path / "results"
+def write_results(results):
+    """A results tree: both Q1 runs, a Q1 ablation, two Q2 runs and a --final Q1 run."""
     write_q1_run(results / "q1_fashion" / "basenet", "basenet", 87.125, [80.5 + i for i in range(10)])
     write_q1_run(results / "q1_fashion" / "improved", "improved", 93.875, [90.25 + i / 2 for i in range(10)])
     probabilities = np.full((2000, 10), 0.1, dtype=np.float32)
@@ -69,13 +68,25 @@ def results(tmp_path):
     return results
 
 
+@pytest.fixture
+def results(tmp_path):
+    return write_results(tmp_path / "results")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One report of the results tree, built once for the tests that only read it: (results folder, its text)."""
+    results = write_results(tmp_path_factory.mktemp("built") / "results")
+    return results, report.build_report(results)
+
+
 def pdf_text(pypdf, path):
     reader = pypdf.PdfReader(path)
     return len(reader.pages), "\n".join(page.extract_text() for page in reader.pages)
 
 
-def test_report_reads_every_section_and_number(results):
-    text = report.build_report(results)
+def test_report_reads_every_section_and_number(built):
+    results, text = built
     assert (results / "REPORT.md").read_text() == text
     for heading in ("## Summary: this repository next to the reference report", "## Q1", "### BaseNet",
                     "### Best model: improved", "### Secret test predictions", "## Q2", "### Ablation",
@@ -99,9 +110,8 @@ def test_report_reads_every_section_and_number(results):
     assert "confusion.png" in text and "per_class.png" in text and "misclassified.png" in text
 
 
-def test_report_pdf_has_the_sections_numbers_and_figures(results, pypdf):
-    report.build_report(results)
-    pdf = results / "report.pdf"
+def test_report_pdf_has_the_sections_numbers_and_figures(built, pypdf):
+    pdf = built[0] / "report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
     pages, text = pdf_text(pypdf, pdf)
     assert pages == 8
@@ -126,21 +136,29 @@ def test_an_empty_results_tree_still_gives_a_pdf_with_the_commands(tmp_path, pyp
     assert "not run" in text
 
 
-@pytest.mark.parametrize("damage, problem", [
-    ("truncated", "not readable JSON"),
-    ("empty", "empty"),
-    ("keys", "no params, epochs, train_seconds, val_accuracy, val_per_class, config"),
-])
-def test_a_damaged_metrics_file_is_left_out_with_one_warning_and_the_report_says_why(results, capsys, damage,
-                                                                                     problem):
-    path = results / "q1_fashion" / "basenet" / "metrics.json"
-    path.write_text({"truncated": path.read_text()[:100], "empty": "", "keys": '{"model": "improved"}'}[damage])
+def test_each_damaged_metrics_file_is_left_out_with_one_warning_and_the_report_says_why(results, capsys):
+    """README: a damaged metrics.json is left out with one warning line, and the report says why. Three kinds of
+    damage in one report (one build instead of three: the PDF is most of a build's cost)."""
+    q1, q2 = results / "q1_fashion", results / "q2_segmentation"
+    damaged = {  # path: (what it is given, the problem the warning and the report must name)
+        q1 / "basenet" / "metrics.json": ((q1 / "basenet" / "metrics.json").read_text()[:100], "not readable JSON"),
+        q1 / "improved-final" / "metrics.json": ("", "empty"),
+        q2 / "efficientnet_lite0_baseline" / "metrics.json": (
+            '{"model": "baseline"}', "no backbone, params, epochs, train_seconds, val_mAP, val_mIoU, val_ap, "
+                                     "val_iou, config"),
+    }
+    for path, (text, _) in damaged.items():
+        path.write_text(text)
     text = report.build_report(results)
     warnings = capsys.readouterr().err.strip().splitlines()
-    assert len(warnings) == 1
-    assert warnings[0].startswith(f"warning: {path}: {problem}") and warnings[0].endswith("; left out")
-    assert f"left out: {path} is damaged ({problem}" in text  # the summary's BaseNet row says why
-    assert "93.88 %" in text and (results / "report.pdf").is_file()  # the rest of the report is written
+    assert len(warnings) == len(damaged)
+    for warning, (path, (_, problem)) in zip(warnings, sorted(damaged.items()), strict=True):
+        assert warning.startswith(f"warning: {path}: {problem}") and warning.endswith("; left out")
+        assert f"{path} is damaged ({problem}" in text
+    assert f"left out: {q1 / 'basenet' / 'metrics.json'} is damaged (not readable JSON" in text  # BaseNet's row
+    assert "no `baseline` run: left out:" in text  # Q2's list of missing heads says why
+    # the rest of the report is written: the improved runs of both questions with their figures, and the PDF
+    assert "93.88 %" in text and "0.813 / 0.605" in text and (results / "report.pdf").is_file()
 
 
 def test_the_report_shows_paths_relative_to_the_repository(tmp_path, monkeypatch):
