@@ -23,6 +23,8 @@ from pathlib import Path
 
 from bench.timing import bench_parser, refuse_if_busy
 from common.paths import REPO_ROOT
+from q1_fashion import train as q1_train
+from q2_segmentation import train as q2_train
 
 # The recipe's own levers (the flags of train.py) and the ranges searched around each default.
 SPACES = {
@@ -50,6 +52,7 @@ SPACES = {
         },
     },
 }
+QUESTIONS = {"q1": q1_train.QUESTION, "q2": q2_train.QUESTION}
 EPOCH_LINE = re.compile(r"epoch +(\d+)/\d+")
 
 
@@ -65,6 +68,13 @@ def suggest(trial, levers):
             value = trial.suggest_categorical(name, bounds[0])
         flags += [f"--{name.replace('_', '-')}", value if isinstance(value, str) else f"{value:.6g}"]
     return flags
+
+
+def recipe_defaults(question):
+    """Each lever's value in the default recipe. A study's first trial runs them, so the study measures the
+    default on the same holdout as every other trial: a winner is a winner over the default."""
+    recipe = QUESTIONS[question].recipes[QUESTIONS[question].default_model]
+    return {name: recipe[name] for name in SPACES[question]["levers"]}
 
 
 def run_trial(trial, space, extra, threads):
@@ -124,6 +134,7 @@ def main():
     # the median pruner stops a trial whose figure falls below the median of the others at the same epoch
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    study.enqueue_trial(recipe_defaults(args.question), skip_if_exists=True)  # the default first, once a study
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     shares = [args.trials // args.workers + (i < args.trials % args.workers) for i in range(args.workers)]
     with ProcessPoolExecutor(args.workers) as pool:

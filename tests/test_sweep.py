@@ -25,6 +25,24 @@ def test_a_two_trial_sweep_writes_a_study_that_a_second_process_adds_to(tmp_path
     trials = optuna.load_study(study_name="tiny", storage=storage).trials
     assert len(trials) == 2 and all(t.state in finished for t in trials)
     assert all(0 <= t.value <= 100 for t in trials if t.value is not None)  # holdout accuracy, %
+    # the first trial is the default recipe, so the study compares every draw with it
+    assert trials[0].params == {"lr": 0.1, "weight_decay": 5e-4, "label_smoothing": 0.1, "ema_decay": 0.995,
+                                "dropout": 0.2}
+    assert trials[1].params != trials[0].params
     sweep(1)  # another process, the same storage: the study grows
     trials = optuna.load_study(study_name="tiny", storage=storage).trials
     assert len(trials) == 3 and all(t.state in finished for t in trials)
+    assert trials[2].params != trials[0].params  # the default ran once, not once a process
+
+
+@pytest.mark.parametrize("question", ["q1", "q2"])
+def test_the_search_space_holds_the_default_recipe(question):
+    """The study's first trial is the default recipe (its figure is what a winner must beat), so each lever's
+    range must hold the default's value, and the value must be the recipe's."""
+    from bench import sweep
+    defaults = sweep.recipe_defaults(question)
+    for name, (kind, *bounds) in sweep.SPACES[question]["levers"].items():
+        if kind == "choice":
+            assert defaults[name] in bounds[0], name
+        else:
+            assert bounds[0] <= defaults[name] <= bounds[1], name
