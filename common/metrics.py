@@ -85,7 +85,7 @@ def course_average_precision(scores, targets):
     five million pixels, which cost time of their own on a machine where fresh memory is slow; tests
     check it against the course's rule written out rank by rank.
     """
-    scores = np.asarray(scores).astype(np.float64).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()  # float64 as the course's: it decides the tie order
     targets = np.asarray(targets).ravel()
     if scores.shape != targets.shape:
         raise ValueError(f"scores have {scores.size} elements, targets {targets.size}")
@@ -93,7 +93,7 @@ def course_average_precision(scores, targets):
     if positives == 0:
         return 0.0  # the course would divide by zero; no pixel of the class, nothing to find
     ranks = np.flatnonzero(targets[np.argsort(scores)[::-1]]) + 1.0  # the rank of each positive, from 1
-    found = np.arange(1, positives + 1, dtype=np.float64)  # positives found down to that rank
+    found = np.arange(1, positives + 1)  # positives found down to that rank
     envelope = np.maximum.accumulate((found / ranks)[::-1])[::-1]  # the best precision from that rank on
     return float(np.sum(np.diff(found / positives, prepend=0.0) * envelope))
 
