@@ -46,3 +46,25 @@ def test_the_search_space_holds_the_default_recipe(question):
             assert defaults[name] in bounds[0], name
         else:
             assert bounds[0] <= defaults[name] <= bounds[1], name
+
+
+def test_trials_are_pruned_only_from_a_third_of_their_epochs_on():
+    """Early figures of a short one-cycle run say little about its end: the pruner waits a third of the epochs
+    the trials run (the recipe's, or --epochs passed through to train.py), then stops a trial below the median."""
+    optuna = pytest.importorskip("optuna")
+    from bench import sweep
+
+    def first_pruned_epoch(extra, epochs):
+        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner("q1", extra))
+        for _ in range(3):  # three finished trials at 90 % every epoch
+            study.add_trial(optuna.trial.create_trial(value=90.0, intermediate_values=dict.fromkeys(
+                range(1, epochs + 1), 90.0), distributions={}, params={}))
+        trial = study.ask()
+        for epoch in range(1, epochs + 1):  # a trial far below them from its first epoch
+            trial.report(10.0, epoch)
+            if trial.should_prune():
+                return epoch
+
+    assert first_pruned_epoch([], 15) == 15 // 3  # Q1's recipe: 15 epochs
+    assert first_pruned_epoch(["--limit", "500", "--epochs", "30"], 30) == 10
+    assert first_pruned_epoch(["--epochs=2"], 2) == 1
