@@ -140,15 +140,26 @@ def test_q2_pixel_sums_between_249_and_255_are_valid(tmp_path, capsys, scores, v
 
 # Paths a mutation run (mutmut, README "Development") found unguarded in the fast tier.
 
-def test_a_perfect_q2_val_file_scores_one_against_the_course_labels(tmp_path, capsys, course_data):
-    """README: with labels it scores the file exactly like the grader (Q2: --data-dir DATA --split val)."""
+def test_a_q2_val_file_is_scored_against_the_course_labels_in_the_course_tie_order(tmp_path, capsys, course_data):
+    """README: with labels it scores the file exactly like the grader (Q2: --data-dir DATA --split val), ties
+    in the course's order. The file is certain and right on every class but sports, whose pixels it gives to
+    background and whose scores are all 0, so sports' AP is decided by the order of its ties alone."""
+    from common.metrics import average_precision, course_average_precision
+    from q2_segmentation.data import CLASSES as Q2_CLASSES
     from q2_segmentation.data import load_split
     labels = load_split(course_data, "val").labels.numpy()
-    perfect = (np.eye(6, dtype=np.uint8)[labels] * 255).transpose(0, 3, 1, 2)  # certain and right everywhere
-    assert check(tmp_path, "Q2_sseg_val_predictions.npy", np.ascontiguousarray(perfect), "--data-dir",
-                 str(course_data), "--split", "val") == 0
+    shown = np.where(labels == 1, 0, labels)
+    scores = np.ascontiguousarray((np.eye(6, dtype=np.uint8)[shown] * 255).transpose(0, 3, 1, 2))
+    assert check(tmp_path, "Q2_sseg_val_predictions.npy", scores, "--data-dir", str(course_data), "--split",
+                 "val") == 0
     out = capsys.readouterr().out
-    assert "background: AP: 1.00, IoU: 1.00" in out and "mean: AP: 1.00, IoU: 1.00" in out
+    for name in Q2_CLASSES[2:]:
+        assert f"{name}: AP: 1.00, IoU: 1.00" in out
+    # the course's tie order (course_average_precision, checked against the course's rule in test_metrics)
+    tied = np.zeros(labels.size, dtype=np.uint8)
+    course = course_average_precision(tied, labels == 1)
+    assert f"sports: AP: {course:.2f}, IoU: 0.00" in out
+    assert f"{average_precision(tied, labels == 1):.2f}" != f"{course:.2f}"  # another tie order shows here
 
 
 def test_a_perfect_q1_val_file_scores_100_against_the_val_labels(tmp_path, capsys, course_data):
