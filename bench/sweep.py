@@ -71,11 +71,15 @@ def suggest(trial, levers):
     return flags
 
 
+def default_recipe(question):
+    """The recipe a plain `train.py` of the question runs."""
+    return QUESTIONS[question].recipes[QUESTIONS[question].default_model]
+
+
 def recipe_defaults(question):
     """Each lever's value in the default recipe. A study's first trial runs them, so the study measures the
     default on the same holdout as every other trial: a winner is a winner over the default."""
-    recipe = QUESTIONS[question].recipes[QUESTIONS[question].default_model]
-    return {name: recipe[name] for name in SPACES[question]["levers"]}
+    return {name: default_recipe(question)[name] for name in SPACES[question]["levers"]}
 
 
 def make_pruner(question, extra):
@@ -86,8 +90,7 @@ def make_pruner(question, extra):
     import optuna
 
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--epochs", type=int, default=QUESTIONS[question].recipes[QUESTIONS[question].default_model]
-                        ["epochs"])
+    parser.add_argument("--epochs", type=int, default=default_recipe(question)["epochs"])
     epochs = parser.parse_known_args(extra)[0].epochs
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 3))
 
