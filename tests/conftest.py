@@ -1,9 +1,13 @@
-"""Fixtures: the real course data (data/ prepared, or ../shared beside the repo) and tiny synthetic sets."""
-import numpy as np
-import pytest
-import torch
+"""Fixtures: the real course data (data/ prepared, or ../shared beside the repo) and tiny synthetic sets.
 
-from tests.helpers import REPO, write_segmentation_item
+PyTorch and the project are imported where they are used, not here: under `-n 2` pytest-xdist's controller
+loads this file too, runs no test, and would otherwise spend seconds importing PyTorch before the workers start.
+"""
+import os
+
+import pytest
+
+from tests.helpers import REPO
 
 SHARED_COURSE_DATA = REPO.parent / "shared" / "data" / "cs543_mp4"
 
@@ -20,6 +24,9 @@ def course_data():
 @pytest.fixture
 def tiny_course_data(tmp_path):
     """A valid course folder with 3 train, 2 val and 2 test items."""
+    import numpy as np
+
+    from tests.helpers import write_segmentation_item
     root = tmp_path / "data"
     for split, count in (("train", 3), ("val", 2), ("test", 2)):
         (root / split).mkdir(parents=True)
@@ -35,12 +42,17 @@ def pytest_configure(config):
     """One intra-op thread for the tests run in this process. Their tensors are small, where a second thread
     gains little on an idle machine; with another PyTorch process running, two threads on 2 cores
     oversubscribe them, and a review measured the four ResNet18 learning tests at 53.8 s against 9.7 s with
-    one. (Scripts the tests start as subprocesses keep PyTorch's default.)"""
+    one. (Scripts the tests start as subprocesses keep PyTorch's default.) pytest-xdist's controller runs no
+    test: it skips the import."""
+    if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    import torch
     torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` are skipped where PyTorch sees no GPU."""
+    import torch
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU: the CUDA path is untested on this machine")

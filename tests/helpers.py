@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import loop as training_loop
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,6 +37,7 @@ def interrupted_then_resumed(monkeypatch, run, *argv):
 
 def interrupt_at_epoch(monkeypatch, epoch):
     """Make the next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
+    from common import loop as training_loop  # here, not at the top: conftest imports this file (see there)
     real = training_loop.train_one_epoch
 
     def interrupted(*args, desc, **kwargs):
