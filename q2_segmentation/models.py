@@ -18,6 +18,7 @@ BACKBONES = ("resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientn
 OFFLINE_BACKBONE = "efficientnet_lite0"
 MODELS = ("baseline", "ladder", "report_best", "improved")
 LADDER_KEYS = ("dilated", "batchnorm", "stepwise", "ladder_width")  # the ladder head's switches
+IMPROVED_KEYS = ("stride4_refine",)  # the improved head's
 
 
 class Trunk(nn.Module):
@@ -280,17 +281,20 @@ class ImprovedHead(nn.Module):
     """Dilated-conv decoder that upsamples stepwise and adds the trunk's stride-16, -8 and -4 maps.
 
     Context comes from dilated 3x3 convs (dilation 1, 2, 4) at stride 32; detail from 1x1 projections of
-    the shallower maps added at each x2 step, each followed by a 3x3 conv block.
+    the shallower maps added at each x2 step, each followed by a 3x3 conv block. `stride4_refine=False`
+    leaves out the last of those blocks, at stride 4, where it costs most: the stride-4 sum goes straight to
+    the classifier.
     """
 
-    def __init__(self, in_channels, width=128):
+    def __init__(self, in_channels, width=128, stride4_refine=True):
         super().__init__()
         c4, c8, c16, c32 = in_channels
         self.context = nn.Sequential(
             nn.Conv2d(c32, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             *[conv_bn_relu(width, width, dilation) for dilation in (1, 2, 4)])
         self.lateral = nn.ModuleList([project(c, width) for c in (c16, c8, c4)])
-        self.refine = nn.ModuleList([conv_bn_relu(width, width) for _ in range(3)])
+        self.refine = nn.ModuleList([conv_bn_relu(width, width) for _ in range(2)])
+        self.refine.append(conv_bn_relu(width, width) if stride4_refine else nn.Identity())
         self.classifier = nn.Conv2d(width, NUM_CLASSES, 1)
 
     def forward(self, *features):
@@ -334,8 +338,10 @@ def describe_head(config):
         width = 512 if name == "report_best" else config.get("ladder_width", 512)
         return (f"three 3x3 dilation-2 conv blocks of {width} channels{norm} on the stride-32 features, bilinear "
                 f"upsampling {steps}.")
+    refined = "" if config.get("stride4_refine", True) else " (at stride 4 the sum goes straight to the classifier)"
     return ("dilated 3x3 convs (dilation 1, 2, 4) at stride 32, then three bilinear x2 steps, each adding a 1x1 "
-            "projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv; a final bilinear x4.")
+            f"projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv{refined}; a final "
+            "bilinear x4.")
 
 
 def build_model(config):
@@ -350,7 +356,7 @@ def build_model(config):
     elif name == "report_best":
         head = LadderHead(trunk.channels[-1], dilated=True, batchnorm=True, stepwise=True)
     elif name == "improved":
-        head = ImprovedHead(trunk.channels)
+        head = ImprovedHead(trunk.channels, stride4_refine=config.get("stride4_refine", True))
     else:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     return Segmenter(trunk, head)

@@ -26,6 +26,7 @@ from q2_segmentation.losses import LOSSES, make_loss
 from q2_segmentation.models import (
     BACKBONES,
     FROZEN_BN,
+    IMPROVED_KEYS,
     LADDER_KEYS,
     MODELS,
     build_model,
@@ -81,6 +82,7 @@ RECIPES = {
         ema_decay=0.99,       # validate and predict with a weight average
         tta=True,             # flip test-time augmentation
         tta_scales=[1.0],     # flip only: more scales no longer paid once the trunk learns at 0.3x
+        stride4_refine=True,  # the head's 3x3 conv at stride 4: a quarter of a step
         val_every=7,          # twice a run, for the curve: the time goes into epochs
     ),
 }
@@ -112,7 +114,7 @@ def parse_args(argv=None):
     run.add_argument("--loss-weight", type=non_negative_float, help="the weight of the Dice or Lovász term")
     run.add_argument("--tta-scales", type=scales,
                      help="with --tta, also predict at these scales, e.g. 0.75,1,1.25 (per-epoch validation: 1)")
-    switches = parser.add_argument_group("ablation switches (augmentation: any head; the rest: --model ladder)")
+    switches = parser.add_argument_group("ablation switches (augmentation: any head; the rest: the head named)")
     switches.add_argument("--augment", action=argparse.BooleanOptionalAction,
                           help="random horizontal flips of image and mask together")
     switches.add_argument("--max-scale", type=at_least_one,
@@ -127,11 +129,16 @@ def parse_args(argv=None):
                                "always sees whole images)")
     for key, help_text in zip(LADDER_KEYS, ("three 3x3 dilation-2 conv blocks", "BatchNorm in those blocks",
                                             "upsample x2, x4 between the blocks"), strict=False):
-        switches.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, help=help_text)
+        switches.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, help=f"--model ladder: {help_text}")
     switches.add_argument("--ladder-width", type=positive_int,
-                          help="channels of those blocks (default 512, the report's; a CPU trains 128 far faster)")
+                          help="--model ladder: channels of those blocks (default 512, the report's; a CPU trains "
+                               "128 far faster)")
+    switches.add_argument("--stride4-refine", action=argparse.BooleanOptionalAction,
+                          help="--model improved: a 3x3 conv block after adding the stride-4 map (default); "
+                               "without it the sum goes straight to the classifier")
     args = parser.parse_args(argv)
     reject_switches(parser, args, LADDER_KEYS, "ladder", "improved")
+    reject_switches(parser, args, IMPROVED_KEYS, "improved", "improved")
     if args.weights and args.pretrained is False:
         parser.error("--weights and --no-pretrained contradict each other")
     return args
@@ -170,7 +177,7 @@ def complete(settings):
 
 QUESTION = Question(
     name="q2_segmentation", script="q2_segmentation/train.py", recipes=RECIPES, default_model="improved",
-    evaluation=("tta", "tta_scales"), switches=LADDER_KEYS,
+    evaluation=("tta", "tta_scales"), switches=LADDER_KEYS + IMPROVED_KEYS,
     identity={"backbone": "auto", "pretrained": True, "weights": None},  # the trunk, and its first weights
     unset={"backbone": "auto"},
     prefix=lambda settings: f"{settings['backbone']}_{settings['model']}",
