@@ -356,6 +356,7 @@ def build_model(config):
     elif name == "report_best":
         head = LadderHead(trunk.channels[-1], dilated=True, batchnorm=True, stepwise=True)
     elif name == "improved":
+        # no stride4_refine key: the head with all three blocks, as checkpoints from before the switch were trained
         head = ImprovedHead(trunk.channels, stride4_refine=config.get("stride4_refine", True))
     else:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")

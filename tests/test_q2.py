@@ -140,22 +140,23 @@ def test_report_best_resnet18_has_18262086_parameters():
     assert count_parameters(net) == 18_262_086
 
 
-def test_no_stride4_refine_drops_exactly_the_heads_stride4_block_and_names_its_run(capsys):
-    """README: --no-stride4-refine leaves out the improved head's 3x3 conv block at stride 4 (the stride-4 sum
-    goes straight to the classifier); a network switch, so the run gets its own folder and its checkpoint says so."""
+def test_the_default_head_has_no_stride4_block_and_the_switch_adds_exactly_it(capsys):
+    """README: the improved head leaves out its 3x3 conv block at stride 4 by default (the stride-4 sum goes
+    straight to the classifier); --stride4-refine puts it back, a network switch, so that run gets its own folder."""
     flags = ("--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32")
-    run = settings(q2_train, *flags, "--no-stride4-refine")
-    assert run.recipe["stride4_refine"] is False and run.name == "efficientnet_lite0_improved-no-stride4-refine"
-    assert settings(q2_train, *flags).recipe["stride4_refine"] is True  # the default keeps it
-    without, with_block = q2_train.build(run), q2_train.build(settings(q2_train, *flags))
+    run = settings(q2_train, *flags)
+    assert run.recipe["stride4_refine"] is False and run.name == "efficientnet_lite0_improved"  # the default
+    full = settings(q2_train, *flags, "--stride4-refine")
+    assert full.recipe["stride4_refine"] is True and full.name == "efficientnet_lite0_improved-stride4-refine"
+    without, with_block = q2_train.build(run), q2_train.build(full)
     assert isinstance(without.head.refine[2], torch.nn.Identity)
     # exactly one 3x3 conv of 128 to 128 channels (no bias: BatchNorm follows) and its BatchNorm's scale and shift
     assert count_parameters(with_block) - count_parameters(without) == 128 * 128 * 9 + 2 * 128
     assert without(torch.zeros(1, 3, 64, 64)).shape == (1, 6, 64, 64)
     assert "at stride 4 the sum goes straight to the classifier" in describe_head(run.recipe)
-    assert "straight" not in describe_head(settings(q2_train, *flags).recipe)
+    assert "straight" not in describe_head(full.recipe)
     with pytest.raises(SystemExit):
-        q2_train.parse_args(["--model", "baseline", "--no-stride4-refine"])
+        q2_train.parse_args(["--model", "baseline", "--stride4-refine"])
     assert "--stride4-refine only apply to --model improved" in capsys.readouterr().err
 
 
