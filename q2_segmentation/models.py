@@ -286,7 +286,7 @@ class ImprovedHead(nn.Module):
     the classifier.
     """
 
-    def __init__(self, in_channels, width=128, stride4_refine=True):
+    def __init__(self, in_channels, stride4_refine, width=128):
         super().__init__()
         c4, c8, c16, c32 = in_channels
         self.context = nn.Sequential(
@@ -327,6 +327,12 @@ class Segmenter(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def has_stride4_refine(config):
+    """Whether the improved head of this config has its stride-4 block: the run's setting, and without one (a
+    checkpoint from before the switch existed) yes, as those heads were trained."""
+    return config.get("stride4_refine", True)
+
+
 def describe_head(config):
     """How a run's head upsamples, in a sentence (metrics.json keeps it for the report)."""
     name = config["model"]
@@ -338,7 +344,7 @@ def describe_head(config):
         width = 512 if name == "report_best" else config.get("ladder_width", 512)
         return (f"three 3x3 dilation-2 conv blocks of {width} channels{norm} on the stride-32 features, bilinear "
                 f"upsampling {steps}.")
-    refined = "" if config.get("stride4_refine", True) else " (at stride 4 the sum goes straight to the classifier)"
+    refined = "" if has_stride4_refine(config) else " (at stride 4 the sum goes straight to the classifier)"
     return ("dilated 3x3 convs (dilation 1, 2, 4) at stride 32, then three bilinear x2 steps, each adding a 1x1 "
             f"projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv{refined}; a final "
             "bilinear x4.")
@@ -356,8 +362,7 @@ def build_model(config):
     elif name == "report_best":
         head = LadderHead(trunk.channels[-1], dilated=True, batchnorm=True, stepwise=True)
     elif name == "improved":
-        # no stride4_refine key: the head with all three blocks, as checkpoints from before the switch were trained
-        head = ImprovedHead(trunk.channels, stride4_refine=config.get("stride4_refine", True))
+        head = ImprovedHead(trunk.channels, has_stride4_refine(config))
     else:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     return Segmenter(trunk, head)
