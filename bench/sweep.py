@@ -13,7 +13,6 @@ processes that share the storage, each with cores/N threads: two PyTorch process
     python bench/sweep.py q2 --trials 12 --storage sqlite:///q2.db --study q2-levers
     python bench/sweep.py q1 --trials 2 --epochs 1 --limit 2000      # a quick look at the machinery
 """
-import argparse
 import os
 import re
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from bench.timing import bench_parser, refuse_if_busy
 from common.paths import REPO_ROOT
+from common.run import requested
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 
@@ -53,7 +53,8 @@ SPACES = {
         },
     },
 }
-QUESTIONS = {"q1": q1_train.QUESTION, "q2": q2_train.QUESTION}
+SCRIPTS = {"q1": q1_train, "q2": q2_train}
+QUESTIONS = {question: script.QUESTION for question, script in SCRIPTS.items()}
 EPOCH_LINE = re.compile(r"epoch +(\d+)/\d+")
 
 
@@ -89,9 +90,8 @@ def make_pruner(question, extra):
     trials at epochs 1-3, ranking them by how fast the average warmed up."""
     import optuna
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--epochs", type=int, default=default_recipe(question)["epochs"])
-    epochs = parser.parse_known_args(extra)[0].epochs
+    # the epochs the trials' command line trains: train.py's own flags and recipes, resolved as train.py does
+    epochs = requested(SCRIPTS[question].parse_args(extra), QUESTIONS[question])[1]["epochs"]
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 3))
 
 

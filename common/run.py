@@ -141,20 +141,30 @@ def given_flags(args, question, keys):
     return found
 
 
+def recipe_settings(question, model):
+    """A model's recipe, with the question's identity settings and options at their defaults."""
+    return {**question.recipes[model], "model": model, **question.identity, **question.options}
+
+
+def requested(args, question):
+    """(the settings the flags give, a fresh run's settings: the named model's recipe under those flags).
+
+    Reads no checkpoint and derives nothing (no trunk for `auto`, no precision): what `resolve` starts from,
+    and all a tool needs that only asks what a command line would train (bench/sweep.py: its epochs).
+    """
+    keys = dict.fromkeys(["model", *question.identity, *(key for recipe in question.recipes.values() for key in recipe),
+                          *question.options])  # ordered, so a refusal lists the flags in a stable order
+    given = given_flags(args, question, keys)
+    return given, {**recipe_settings(question, given.get("model", question.default_model)), **given}
+
+
 def resolve(args, question):
     """The run `args` asks for: its settings resolved once (see the module's docstring), its folders named.
 
     Loads the checkpoint for --resume and --eval-only; creates, locks and changes nothing (see `owned`).
     """
     mode = "eval" if args.eval_only else "resume" if args.resume else "train"
-    keys = dict.fromkeys(["model", *question.identity, *(key for recipe in question.recipes.values() for key in recipe),
-                          *question.options])  # ordered, so a refusal lists the flags in a stable order
-    given = given_flags(args, question, keys)
-
-    def base(model):
-        return {**question.recipes[model], "model": model, **question.identity, **question.options}
-
-    wanted = {**base(given.get("model", question.default_model)), **given}  # a fresh run's settings
+    given, wanted = requested(args, question)
     saved = None
     if mode == "train":
         settings = question.complete(wanted)
@@ -162,7 +172,7 @@ def resolve(args, question):
     else:
         checkpoint_dir = args.checkpoint_dir or find_checkpoint_dir(question, wanted)
         saved = load_checkpoint(Path(checkpoint_dir) / "last.pt", hint(question, wanted))
-        settings = settle(question, base, saved["config"], given, mode, Path(checkpoint_dir) / "last.pt")
+        settings = settle(question, saved["config"], given, mode, Path(checkpoint_dir) / "last.pt")
     if settings.get("final") and settings.get("holdout"):
         raise UserError("--final trains on every labelled image and --holdout keeps some out to tune on: choose one")
     device = pick_device(args.device)
@@ -187,11 +197,11 @@ def find_checkpoint_dir(question, wanted):
     return found[0] if found else folders[0]
 
 
-def settle(question, base, saved, given, mode, checkpoint):
+def settle(question, saved, given, mode, checkpoint):
     """A saved run's settings under the flags given: the recipe fills what the checkpoint lacks, the
     checkpoint's values are the run's, and a flag that contradicts them is refused in one line, except
     the evaluation settings and, with --resume, a larger --epochs."""
-    settings = base(given.get("model", saved.get("model", question.default_model)))
+    settings = recipe_settings(question, given.get("model", saved.get("model", question.default_model)))
     settings.update({key: saved[key] for key in settings if key in saved})
     flag_name = "--eval-only" if mode == "eval" else "--resume"
     differ = [key for key, value in given.items()
