@@ -96,8 +96,9 @@ def make_pruner(question, extra):
 
 
 def run_trial(trial, space, extra, threads):
-    """One train.py run in scratch folders; reports each validated epoch to Optuna and stops the run when
-    the pruner says so. Returns the figure of the checkpoint behind the prediction file (holdout)."""
+    """One train.py run in scratch folders; reports each validated epoch to Optuna (and prints it: a Q2 trial
+    runs for a quarter of an hour) and stops the run when the pruner says so. Returns the figure of the
+    checkpoint behind the prediction file (holdout)."""
     import optuna
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -114,6 +115,7 @@ def run_trial(trial, space, extra, threads):
                 value = float(found.group(1))
                 best = value if best is None else max(best, value)
                 trial.report(value, int(match.group(1)))
+                print(f"trial {trial.number}: epoch {match.group(1)}, {space['key']} {value}", flush=True)
                 if trial.should_prune():
                     process.kill()
                     process.wait()
