@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench.timing import bench_parser, refuse_if_busy
+from common.cli import as_words
 from common.paths import REPO_ROOT
 from common.run import requested
 from q1_fashion import train as q1_train
@@ -68,7 +69,7 @@ def suggest(trial, levers):
             value = trial.suggest_float(name, *bounds)
         else:
             value = trial.suggest_categorical(name, bounds[0])
-        flags += [f"--{name.replace('_', '-')}", value if isinstance(value, str) else f"{value:.6g}"]
+        flags += as_words(name, value if isinstance(value, str) else f"{value:.6g}")
     return flags
 
 
@@ -165,7 +166,7 @@ def main():
           f"{sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} pruned")
     for trial in sorted(done, key=lambda t: -t.value)[:5]:
         print(f"  {trial.value:.4f} (holdout {SPACES[args.question]['key']}): " +
-              " ".join(f"--{k.replace('_', '-')} {v:.4g}" if isinstance(v, float) else f"--{k} {v}"
+              " ".join(" ".join(as_words(k, f"{v:.4g}" if isinstance(v, float) else v))
                        for k, v in trial.params.items()))
 
 

@@ -3,7 +3,7 @@ import json
 import re
 from pathlib import Path
 
-from common.cli import positive_int
+from common.cli import as_words, positive_int
 from common.paths import CHECKPOINTS_DIR, DATA_DIR, RESULTS_DIR
 from common.plotting import plot_bars
 from common.runtime import write_text
@@ -41,14 +41,7 @@ def cumulative(steps):
 
 def as_flags(settings):
     """{"augment": True, "dropout": 0.2} -> ["--augment", "--dropout", "0.2"] (False -> "--no-augment")."""
-    flags = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
-        else:
-            flags += [flag, str(value)]
-    return flags
+    return [word for key, value in settings.items() for word in as_words(key, value)]
 
 
 def run_ladder(steps, train_main, common_args, results_root, checkpoints_root, columns, extra_args=()):

@@ -34,10 +34,26 @@ def at_least_one(text):
     return value
 
 
+def option(key):
+    """The command-line option of a setting: weight_decay -> --weight-decay."""
+    return "--" + key.replace("_", "-")
+
+
+def as_words(key, value):
+    """A setting as the words of a command line: ["--augment"], ["--no-augment"], ["--lr", "0.1"],
+    ["--tta-scales", "1,1.5"] (the form each of this project's flags parses back)."""
+    name = option(key)
+    if isinstance(value, bool):
+        return [name if value else "--no-" + name[2:]]
+    if isinstance(value, (list, tuple)):
+        return [name, ",".join(f"{v:g}" for v in value)]
+    return [name, str(value)]
+
+
 def reject_switches(parser, args, keys, model, default_model):
     """Family switches given for a model that is not that family are a usage error, not silently ignored."""
     if (args.model or default_model) != model:
-        used = [f"--{key.replace('_', '-')}" for key in keys if getattr(args, key) is not None]
+        used = [option(key) for key in keys if getattr(args, key) is not None]
         if used:
             parser.error(f"{', '.join(used)} only apply to --model {model}")
 

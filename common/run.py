@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from common.checkpoint import load_checkpoint
+from common.cli import as_words
 from common.loop import TrainingStopped
 from common.paths import CHECKPOINTS_DIR, RESULTS_DIR
 from common.precision import choose_precision
@@ -37,13 +38,8 @@ OPTIONS = {"seed": 0, "limit": None, "final": False, "holdout": None}
 
 
 def flag(key, value):
-    """How a setting is written on the command line: --augment, --no-augment, --lr 0.1."""
-    name = "--" + key.replace("_", "-")
-    if isinstance(value, bool):
-        return name if value else "--no-" + name[2:]
-    if isinstance(value, (list, tuple)):
-        return f"{name} {','.join(f'{v:g}' for v in value)}"
-    return f"{name} {value}"
+    """A setting as written on the command line, one string: --augment, --no-augment, --lr 0.1."""
+    return " ".join(as_words(key, value))
 
 
 def run_name(model, switches, defaults, final=False):

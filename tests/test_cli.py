@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from common.ablation import as_flags, cumulative
+from common.cli import as_words
 from common.loop import lr_schedule
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
@@ -56,6 +57,23 @@ def test_ablation_steps_accumulate_one_change_each():
     assert ladder[3][2] == {"augment": True, "model": "improved"}
     assert as_flags({"augment": True, "batchnorm": False, "dropout": 0.2}) == ["--augment", "--no-batchnorm",
                                                                               "--dropout", "0.2"]
+
+
+@pytest.mark.parametrize("script", [q1_train, q2_train])
+def test_every_recipe_setting_written_as_flags_parses_back_to_itself(script):
+    # as_words writes run folders' names, the ablations' and the sweep's command lines: what it writes,
+    # train.py must read back as the same value (lists such as --tta-scales, booleans as --no-...)
+    flags = vars(script.parse_args([]))
+    checked = 0
+    for model, recipe in script.RECIPES.items():
+        for key, value in recipe.items():
+            if key in flags and value is not None:
+                args = script.parse_args(["--model", model, *as_words(key, value)])
+                assert getattr(args, key) == value, (model, key, value)
+                checked += 1
+    assert checked > 20
+    assert as_words("tta_scales", [1.0, 1.25]) == ["--tta-scales", "1,1.25"]
+    assert as_words("stride4_refine", False) == ["--no-stride4-refine"]
 
 
 @pytest.mark.slow  # two fresh interpreters importing PyTorch each: seconds, not milliseconds
