@@ -30,8 +30,11 @@ def restore_rng(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, config, ema=None, scaler=None):
+def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, config, ema=None, scaler=None,
+                    **record):
+    """`record`: what the run records about itself besides its settings (its id, question, stretches)."""
     save_torch(path, {
+        **record,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),

@@ -27,6 +27,14 @@ def probability(text):
     return value
 
 
+def seed(text):
+    """A random seed: what numpy and PyTorch accept, 0 to 2**32 - 1."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 4294967295, got {text}")
+    return value
+
+
 def at_least_one(text):
     value = float(text)
     if not value >= 1.0:
@@ -76,7 +84,7 @@ def add_run_arguments(parser, question, tta_help):
     run.add_argument("--weight-decay", type=non_negative_float)
     run.add_argument("--schedule", choices=("onecycle", "constant"),
                      help="learning rate: warm-up then cosine decay, or constant")
-    run.add_argument("--seed", type=int, help="random seed (default 0)")
+    run.add_argument("--seed", type=seed, help="random seed (default 0)")
     run.add_argument("--tta", action=argparse.BooleanOptionalAction, help=tta_help)
     run.add_argument("--final", action=argparse.BooleanOptionalAction,
                      help="once the recipe is chosen: train on train+val with it and predict from the last epoch "
@@ -88,8 +96,9 @@ def add_run_arguments(parser, question, tta_help):
                      help="train on the first N training images only (quick checks); val and test stay "
                           "whole, so the prediction files keep the autograder's shape")
     hardware = parser.add_argument_group("hardware")
-    hardware.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                          help="auto: cuda when available (default)")
+    hardware.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                          help="auto (default): cuda when available, else cpu; mps: a Mac's GPU (ask for it by "
+                               "name: untested by this project's developers)")
     hardware.add_argument("--precision", choices=CHOICES,
                           help="auto (default): on a GPU bf16 where supported, else fp16; on a CPU bf16 with "
                                "AMX-BF16, else fp32 (see common/precision.py)")

@@ -2,6 +2,7 @@
 one training epoch, and fit(), which trains, validates and checkpoints best and last, resuming exactly."""
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -101,9 +102,10 @@ class Training:
                                num_batches=self.steps_per_epoch, desc=f"epoch {epoch}", ema=self.ema,
                                precision=self.run.precision, scaler=self.scaler)
 
-    def checkpoint(self, path, epoch, best, history):
+    def checkpoint(self, path, epoch, best, history, stretches):
         save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, epoch=epoch,
-                        best=best, history=history, config=self.run.record, ema=self.ema, scaler=self.scaler)
+                        best=best, history=history, config=self.run.record, ema=self.ema, scaler=self.scaler,
+                        run_id=self.run.run_id, question=self.run.question.name, stretches=stretches)
 
     def restore(self, state):
         """Continue from a checkpoint: weights, optimizer, schedule, weight average, scaler, RNG streams."""
@@ -134,52 +136,83 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
     is the training time. Returns the history.
     """
     run = training.run
-    history, best, start = [], -math.inf, 1
+    history, best, start, stretches = [], -math.inf, 1, []
+    epochs = run.recipe["epochs"]
     if run.mode == "resume":
         state = run.saved
         training.restore(state)
         history, best, start = state["history"], state["best"], state["epoch"] + 1
+        stretches = stretches_of(state)
         print(f"resumed after epoch {state['epoch']}" +
               (f" (best {score_key} so far {best:.4f})" if score_key else ""))
-    epochs = run.recipe["epochs"]
+        planned = stretches[-1]["schedule_epochs"] if stretches else epochs
+        if planned != epochs and start <= epochs:
+            step = state["epoch"] * training.steps_per_epoch
+            print(f"NOTE: the schedule changes: epochs 1-{start - 1} followed the {planned}-epoch schedule; epochs "
+                  f"{start}-{epochs} follow the {epochs}-epoch one from its step {step} (metrics.json records both "
+                  "stretches)")
     if start > epochs:
         print(f"nothing to train: the checkpoint already has {start - 1} of {epochs} epochs")
+    else:
+        stretches = [*stretches, {"first_epoch": start, "last_epoch": start - 1, "schedule_epochs": epochs,
+                                  "precision": run.precision, "device": run.device.type,
+                                  "resumed": run.mode == "resume"}]
+    validated = validated_epochs(epochs, eval_every)
     for epoch in range(start, epochs + 1):
         began = time.perf_counter()
         record = {"epoch": epoch, "train_loss": run_epoch(epoch)}
-        if validate is not None and (epoch % eval_every == 0 or epoch == epochs):
+        if validate is not None and epoch in validated:
             record.update(validate())
         record["seconds"] = time.perf_counter() - began
         history.append(record)
         print("epoch {:3d}/{}  ".format(epoch, epochs) + "  ".join(
             f"{key} {value:.4f}" for key, value in record.items() if key != "epoch"), flush=True)
+        stretches[-1]["last_epoch"] = epoch
         if score_key in record and record[score_key] > best:
             best = record[score_key]
-            training.checkpoint(run.checkpoint_dir / "best.pt", epoch, best, history)
-        training.checkpoint(run.checkpoint_dir / "last.pt", epoch, best, history)
+            training.checkpoint(run.checkpoint_dir / "best.pt", epoch, best, history, stretches)
+        training.checkpoint(run.checkpoint_dir / "last.pt", epoch, best, history, stretches)
     return history
+
+
+def validated_epochs(epochs, eval_every):
+    """The epochs `fit` validates: every `eval_every`-th, and the last one whatever `eval_every` is."""
+    return [epoch for epoch in range(1, epochs + 1) if epoch % eval_every == 0 or epoch == epochs]
+
+
+def stretches_of(state):
+    """A checkpoint's record of its stretches of training (one per fresh start or resume, each with the
+    schedule it followed); a checkpoint from before that record gets one stretch rebuilt from its settings."""
+    if state.get("stretches"):
+        return [dict(stretch) for stretch in state["stretches"]]
+    config = state["config"]
+    return [{"first_epoch": 1, "last_epoch": state["epoch"], "schedule_epochs": config.get("epochs"),
+             "precision": config.get("precision", "fp32"), "device": "unknown", "resumed": False}]
+
+
+@dataclass
+class Result:
+    """What a run's predictions come from: the checkpoint whose weights predict (`state`), last.pt's
+    (`last`), the whole run's history and stretches of training, and whether it finished."""
+    state: dict
+    last: dict
+    history: list
+    stretches: list
+    epochs: int
+    finished: bool
+    validated: bool  # the predicting checkpoint was chosen by a validation (best.pt)
 
 
 def load_result(run, model):
     """Load the weights to predict with into `model`: the weight average of best.pt, or for a --final run,
-    whose val images were training images and so cannot pick an epoch, of last.pt. Returns (that
-    checkpoint, the whole run's history, from last.pt)."""
-    last_path = run.checkpoint_dir / "last.pt"
-    state = load_checkpoint(last_path if run.final else run.checkpoint_dir / "best.pt", run.hint)
-    history = load_checkpoint(last_path, run.hint)["history"] if last_path.is_file() else state["history"]
+    whose val images were training images and so cannot pick an epoch, of last.pt. A run stopped before its
+    first validation has no best.pt: it predicts from last.pt, and `announce` says so."""
+    last_path, best_path = run.checkpoint_dir / "last.pt", run.checkpoint_dir / "best.pt"
+    last = load_checkpoint(last_path, run.hint) if last_path.is_file() else None
+    validated = not run.final and best_path.is_file()
+    state = load_checkpoint(best_path, run.hint) if validated or last is None else last
+    last = last or state
     load_weights(model, prediction_weights(state), run.checkpoint_dir)
-    return state, history
-
-
-def run_fields(best, history):
-    """The metrics.json fields every run reports about its training."""
-    return {
-        "epochs": history[-1]["epoch"],
-        "best_epoch": best["epoch"],
-        "train_seconds": round(sum(record["seconds"] for record in history), 1),
-    }
-
-
-def history_without_timing(history):
-    """Per-epoch metrics as saved in metrics.json: timings vary between runs, the rest must not."""
-    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+    epochs = last["history"][-1]["epoch"] if last["history"] else last["epoch"]
+    return Result(state, last, last["history"], stretches_of(last), epochs, epochs >= run.recipe["epochs"],
+                  validated)

@@ -38,6 +38,8 @@ def cpu_flags(cpuinfo=Path("/proc/cpuinfo")):
 
 def resolve_precision(requested, device, flags=None):
     """(precision, reason): the precision `requested` stands for on `device`, and why, in a phrase."""
+    if device.type == "mps":  # a Mac's GPU: fp32 unless asked; PyTorch's autocast runs bf16 and fp16 there
+        return ("fp32", "the default on an Apple GPU") if requested == "auto" else (requested, "--precision")
     if device.type == "cuda":
         bf16_ok = torch.cuda.is_bf16_supported()
         if requested == "auto":

@@ -1,10 +1,15 @@
-"""The run protocol both questions follow, written once; each question supplies its pieces."""
+"""The run protocol both questions follow, written once; each question supplies its pieces.
+
+Also written once here: the lines every run prints before its figures and the metrics.json fields every
+run records; each question adds only its own figures.
+"""
 from dataclasses import dataclass
 from typing import Callable
 
+from common.folders import claim, open_folders
 from common.loop import load_result
-from common.run import owned, resolve
-from common.runtime import describe_model
+from common.run import resolve
+from common.runtime import count_parameters, describe_model, seed_everything, write_json
 
 
 @dataclass(frozen=True)
@@ -14,20 +19,71 @@ class Pieces:
     build: Callable          # run -> the network, on the run's device
     input_size: tuple        # one input's shape, for the torchsummary table
     train: Callable          # (run, model, data): fit the network (skipped by --eval-only)
-    write_outputs: Callable  # (run, model, data, checkpoint, history): figures, predictions, metrics.json
+    write_outputs: Callable  # (run, model, data, result): figures, predictions, metrics.json (see `record`)
 
 
 def run_protocol(args, question, pieces):
-    """Resolve the run's settings, own its folders, load the data, build the network, train it (unless
-    --eval-only), load the weights to predict with (best.pt's average; --final: last.pt's) and write the
-    outputs. Returns the Run."""
+    """Resolve the run's settings; lock its folders and check they hold no other run; load the data and build
+    the network (so every check that can fail has run); only then claim the folders (--overwrite deletes the
+    replaced run now); train (unless --eval-only); load the weights to predict with (best.pt's average;
+    --final: last.pt's) and write the outputs. Returns the Run."""
     run = resolve(args, question)
-    with owned(run):
+    with open_folders(run):
+        seed_everything(run.options["seed"])
         data = pieces.load_data(run, args.data_dir)
         model = pieces.build(run)
+        claim(run)
         describe_model(model, pieces.input_size, run.out_dir)
         if run.trains:
             pieces.train(run, model, data)
-        state, history = load_result(run, model)
-        pieces.write_outputs(run, model, data, state, history)
+        pieces.write_outputs(run, model, data, load_result(run, model))
     return run
+
+
+def announce(run, result, seen_val=False):
+    """The lines before a run's figures: which checkpoint predicts, with which views and precision, and what
+    the figures are not (val trained on, a holdout, an unfinished or limited run)."""
+    print(f"{'last' if run.final else 'best'} checkpoint: epoch {result.state['epoch']}, "
+          f"{run.question.describe_views(run.evaluation)}, {run.precision}")
+    if result.state is not result.last and not result.validated:
+        print(f"NOTE: no epoch was validated yet; predicting from the last epoch ({result.state['epoch']})")
+    if seen_val:
+        print("NOTE: --final trained on the val images too, so the val figures below are not held-out figures")
+    if run.options["holdout"]:
+        print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
+    if run.options["limit"]:
+        print(f"NOTE: --limit: trained on the first {run.options['limit']} training images only")
+    if not result.finished:
+        print(f"NOTE: this run is unfinished: {result.epochs} of {run.recipe['epochs']} epochs trained "
+              "(continue it with --resume)")
+
+
+def training_precision(stretches, fallback):
+    """The precision(s) the network was trained in, from the record of its stretches of training."""
+    used = list(dict.fromkeys(stretch["precision"] for stretch in stretches))
+    return ", ".join(used) if used else fallback
+
+
+def record(run, model, result, own):
+    """Write metrics.json: what every run records, then the question's own fields (`own`)."""
+    history = result.history
+    write_json(run.out_dir / "metrics.json", {
+        "run_id": run.run_id,
+        "model": run.recipe["model"],
+        "params": count_parameters(model),
+        "epochs": result.epochs,
+        "planned_epochs": run.recipe["epochs"],
+        "finished": result.finished,
+        "best_epoch": result.state["epoch"],
+        "train_seconds": round(sum(record["seconds"] for record in history), 1),
+        "final": run.final,
+        "holdout": run.options["holdout"],
+        "limit": run.options["limit"],
+        "train_precision": training_precision(result.stretches, run.record["precision"]),
+        "eval_precision": run.precision,
+        "views": run.question.describe_views(run.evaluation),
+        "training": result.stretches,
+        **own,
+        "history": [{key: value for key, value in record.items() if key != "seconds"} for record in history],
+        "config": run.record,
+    })

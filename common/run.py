@@ -12,25 +12,18 @@ views), the only settings that may differ from a checkpoint's. With --resume or 
 checkpoint's settings are the run's; a flag that contradicts them is refused in one line, and --epochs
 may only grow, and only with --resume.
 
-A run folder belongs to one run: a fresh run into a checkpoint folder that already holds one is
-refused unless --overwrite, and a folder in use by another process is refused (an OS lock, released
-when its process ends, however it ends).
+The folders a run owns (the lock, which run a folder holds, --overwrite) are common.folders'.
 """
-import contextlib
-import errno
-import fcntl
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from common.checkpoint import load_checkpoint
 from common.cli import as_words
-from common.loop import TrainingStopped
+from common.folders import CHECKPOINTS, new_run_id, read_marker
 from common.paths import CHECKPOINTS_DIR, RESULTS_DIR
 from common.precision import choose_precision
-from common.runtime import UserError, pick_device, prepare_dir, seed_everything
+from common.runtime import UserError, pick_device
 
 # How a run trains besides its recipe, with defaults; kept from the checkpoint on --resume and --eval-only.
 # holdout: validate on the last N training images instead of val (for tuning: see bench/sweep.py).
@@ -71,6 +64,9 @@ class Question:
     candidates: Callable[[dict], list] = lambda settings: [settings]  # where an existing run may be (Q2: per trunk)
     complete: Callable[[dict], dict] = lambda settings: settings  # a fresh run's derived settings (Q2: auto)
     prefix_flags: Callable[[dict], list] = lambda settings: []  # flags the hint needs before --model
+    outputs: tuple = ()        # the files a run writes into its results folder besides the common ones
+    views: Callable[[dict], dict] = lambda evaluation: evaluation  # the evaluation settings as the views used
+    describe_views: Callable[[dict], str] = lambda evaluation: ""  # those views, in words
 
 
 @dataclass
@@ -88,11 +84,17 @@ class Run:
     checkpoint_dir: Path
     saved: dict | None = None  # the checkpoint continued or evaluated
     overwrite: bool = False
+    run_id: str | None = None  # made when the run starts fresh, kept in its checkpoints (None: an older one's)
+    checkpoint_dir_given: bool = False  # the user named the folders (repeated in the hints)
+    out_dir_given: bool = False
 
     @property
     def record(self):
-        """The settings as the checkpoint and metrics.json record them: one flat dict, as the run ran."""
-        return {**self.recipe, **self.options, **self.evaluation, "precision": self.precision}
+        """The settings as the checkpoint and metrics.json record them: one flat dict. The evaluation
+        settings are the views used now; the precision is the one the network was trained in (a run
+        evaluated in another precision records that as metrics.json's eval_precision)."""
+        trained_in = self.saved["config"].get("precision", self.precision) if self.mode == "eval" else self.precision
+        return {**self.recipe, **self.options, **self.evaluation, "precision": trained_in}
 
     @property
     def final(self):
@@ -104,18 +106,37 @@ class Run:
 
     @property
     def hint(self):
-        return hint(self.question, {**self.recipe, **self.options})
+        return hint(self.question, {**self.recipe, **self.options},
+                    self.checkpoint_dir if self.checkpoint_dir_given else None)
 
 
-def hint(question, settings):
-    """How to make the checkpoint a run needs: the command that trains it."""
+def hint(question, settings, checkpoint_dir=None):
+    """How to make the checkpoint a run needs: the command that trains it (in the folder the user named)."""
     recipe = question.recipes[settings["model"]]
     parts = [*question.prefix_flags(settings), "--model", settings["model"]]
     parts += [flag(key, settings[key]) for key in question.switches
               if key in settings and settings[key] != recipe.get(key)]
     parts += ["--final"] if settings.get("final") else []
     parts += [f"--holdout {settings['holdout']}"] if settings.get("holdout") else []
+    parts += [f"--checkpoint-dir {checkpoint_dir}"] if checkpoint_dir else []
     return f"train first: python {question.script} {' '.join(parts)}"
+
+
+def saved_checkpoint(folder):
+    """The checkpoint --resume and --eval-only start from: last.pt, else best.pt (a run whose last write
+    failed, e.g. on a full disk, still has its best epoch); None when the folder holds neither."""
+    for name in CHECKPOINTS:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def whose(saved, path, question):
+    """Refuse a checkpoint of the other question in one line (older checkpoints say so by their settings)."""
+    config = saved["config"] if isinstance(saved.get("config"), dict) else {}
+    other = saved.get("question") or ("q2_segmentation" if "backbone" in config else "q1_fashion")
+    if other != question.name:
+        raise UserError(f"{path} is a checkpoint of {other}, not {question.name}: use python {other}/train.py")
 
 
 def default_folders(question, settings):
@@ -167,18 +188,47 @@ def resolve(args, question):
         checkpoint_dir = args.checkpoint_dir
     else:
         checkpoint_dir = args.checkpoint_dir or find_checkpoint_dir(question, wanted)
-        saved = load_checkpoint(Path(checkpoint_dir) / "last.pt", hint(question, wanted))
-        settings = settle(question, saved["config"], given, mode, Path(checkpoint_dir) / "last.pt")
+        path = saved_checkpoint(checkpoint_dir)
+        if path is None:
+            raise UserError(f"no checkpoint in {checkpoint_dir}{elsewhere(question, wanted, checkpoint_dir)}; "
+                            f"{hint(question, wanted, args.checkpoint_dir)}")
+        if path.name != "last.pt":
+            doing = "continuing" if mode == "resume" else "evaluating"
+            print(f"NOTE: {Path(checkpoint_dir) / 'last.pt'} is missing; {doing} from {path.name}")
+        saved = load_checkpoint(path, hint(question, wanted, args.checkpoint_dir))
+        whose(saved, path, question)
+        settings = settle(question, saved["config"], given, mode, path)
     if settings.get("final") and settings.get("holdout"):
         raise UserError("--final trains on every labelled image and --holdout keeps some out to tune on: choose one")
     device = pick_device(args.device)
     precision = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
     name, out_dir, default_checkpoint_dir = default_folders(question, settings)
-    evaluation = {key: settings.pop(key) for key in question.evaluation}
+    evaluation = question.views({key: settings.pop(key) for key in question.evaluation})
     options = {key: settings.pop(key) for key in question.options}
+    checkpoint_dir = Path(checkpoint_dir or default_checkpoint_dir)
+    run_id = new_run_id() if saved is None else saved.get("run_id")
+    if not args.out_dir and saved is not None:  # the run's own results folder, where its marker says it is
+        recorded = read_marker(checkpoint_dir).get("results")
+        if isinstance(recorded, str) and read_marker(recorded).get("run_id", False) == run_id:
+            out_dir = Path(recorded)
     return Run(question, mode, settings, options, evaluation, precision, device, name,
-               Path(args.out_dir or out_dir), Path(checkpoint_dir or default_checkpoint_dir), saved,
-               bool(getattr(args, "overwrite", False)))
+               Path(args.out_dir or out_dir), checkpoint_dir, saved, bool(getattr(args, "overwrite", False)),
+               run_id, args.checkpoint_dir is not None, args.out_dir is not None)
+
+
+def elsewhere(question, wanted, checkpoint_dir):
+    """Where a run of this model does exist when the folder asked for holds none: its --final or --holdout
+    variant beside it, as a phrase for the error line ('' when there is none)."""
+    folder = Path(checkpoint_dir)
+    found = sorted(p for p in folder.parent.glob(f"{folder.name}-*") if saved_checkpoint(p) is not None) \
+        if folder.parent.is_dir() else []
+    for path in found:
+        variant = path.name[len(folder.name) + 1:]
+        flags = "--final" if variant == "final" else \
+            f"--holdout {variant[7:]}" if variant.startswith("holdout") and variant[7:].isdigit() else None
+        if flags:
+            return f" (a {flags} run of this model is in {path}: add {flags})"
+    return ""
 
 
 def find_checkpoint_dir(question, wanted):
@@ -186,7 +236,7 @@ def find_checkpoint_dir(question, wanted):
     (Q2's --backbone auto: one per trunk), the one folder that holds a run; none: the first, which the
     missing-checkpoint error then names."""
     folders = [default_folders(question, settings)[2] for settings in question.candidates(wanted)]
-    found = [folder for folder in folders if (folder / "last.pt").is_file()]
+    found = [folder for folder in folders if saved_checkpoint(folder) is not None]
     if len(found) > 1:
         raise UserError(f"runs of this model are in {' and '.join(str(f) for f in found)}; say which with "
                         "--backbone or --checkpoint-dir")
@@ -214,87 +264,3 @@ def settle(question, saved, given, mode, checkpoint):
                         f"{saved['epochs']}")
     settings.update(given)
     return settings
-
-
-@contextlib.contextmanager
-def locked(folder):
-    """Hold `folder` for this process: an exclusive lock on folder/.lock, which the OS releases when the
-    process ends, however it ends (so a killed run leaves no stale lock). A folder in use is refused."""
-    path = Path(folder) / ".lock"
-    handle = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                # a file system without locks (some network and cloud-drive mounts): run unguarded, and say so
-                print(f"warning: {folder} cannot be locked ({error.strerror}); make sure no other run uses it",
-                      file=sys.stderr)
-                yield
-                return
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise UserError(f"{folder} is in use by another run (process {holder}); wait for it to finish, "
-                            "or give this run another folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
-@contextlib.contextmanager
-def owned(run):
-    """Open `run`: its folders made writable and locked, a fresh run's folder checked to hold no other run
-    (or emptied of it with --overwrite), every random generator seeded. An interruption (Ctrl-C, SIGTERM)
-    leaves one line that says what is saved."""
-    out_dir = prepare_dir(run.out_dir, "--out-dir")
-    checkpoint_dir = prepare_dir(run.checkpoint_dir, "--checkpoint-dir")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(locked(checkpoint_dir))
-        if out_dir.resolve() != checkpoint_dir.resolve():
-            stack.enter_context(locked(out_dir))
-        earlier = [checkpoint_dir / name for name in ("last.pt", "best.pt") if (checkpoint_dir / name).is_file()]
-        if run.mode == "train" and earlier:
-            if not run.overwrite:
-                raise UserError(f"{checkpoint_dir} already holds a run ({earlier[0].name}); continue it with "
-                                "--resume, evaluate it with --eval-only, or train afresh over it with --overwrite")
-            for path in earlier:
-                path.unlink()
-        seed_everything(run.options["seed"])
-        try:
-            yield run
-        except KeyboardInterrupt as stop:
-            raise interruption(stop, run) from None
-        except TrainingStopped as error:
-            raise UserError(f"{error}. {saved_so_far(run)}") from None
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM, with the one line that says what it left behind."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.message, self.code = message, code
-
-
-def saved_so_far(run):
-    """What a stopped run leaves, in a sentence."""
-    last = run.checkpoint_dir / "last.pt"
-    if not run.trains:
-        return f"The checkpoints in {run.checkpoint_dir} are untouched"
-    if last.is_file():
-        return f"{last} holds the last finished epoch (continue with --resume)"
-    return "Nothing was saved: no epoch had finished"
-
-
-def interruption(stop, run):
-    what = "terminated (SIGTERM)" if getattr(stop, "code", 130) == 143 else "interrupted"
-    if run.trains and not (run.checkpoint_dir / "last.pt").is_file():
-        message = f"{what} before the first epoch ended; nothing was saved"
-    else:
-        said = saved_so_far(run)
-        message = f"{what}; {said[0].lower()}{said[1:]}"
-    return Interrupted(message, getattr(stop, "code", 130))

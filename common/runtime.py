@@ -42,6 +42,7 @@ def run_cli(main, argv=None):
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        check_checkout()
         return main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -58,11 +59,34 @@ def run_cli(main, argv=None):
         raise SystemExit(code) from None
 
 
+def check_checkout(script=None):
+    """Refuse a script of one checkout that imports this project from another.
+
+    `python q1_fashion/train.py` puts q1_fashion/ on the import path, not the repository, so `common` comes
+    from wherever `pip install -e` was last run: a second checkout's modules, which would also write into that
+    checkout's results/. `script`: the running script's path (default: __main__'s).
+    """
+    from common.paths import REPO_ROOT
+
+    script = script or getattr(sys.modules.get("__main__"), "__file__", None)
+    if not script:
+        return
+    root = Path(script).resolve().parents[1]
+    if (root / "common" / "paths.py").is_file() and (root / "pyproject.toml").is_file() and root != REPO_ROOT:
+        raise UserError(f"{Path(script).resolve()} is in the checkout {root}, but Python imports this project from "
+                        f"{REPO_ROOT} (pip install -e was run there); run `pip install -e .` in {root}, or run "
+                        f"{REPO_ROOT}'s own script")
+
+
 def pick_device(name):
+    """The torch device --device names. auto: CUDA, else the CPU (a Mac's GPU only when asked for: mps)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU; use --device cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps was requested but PyTorch sees no Apple GPU (MPS needs a Mac with Apple "
+                        "silicon or an AMD GPU and macOS 12.3 or later); use --device cpu")
     return torch.device(name)
 
 

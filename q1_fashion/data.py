@@ -161,6 +161,23 @@ def views(tta, shift):
             for flip, dy, dx in test_views(tta, shift)]
 
 
+def views_used(evaluation):
+    """The evaluation settings as the views they give: without --tta, no shifted copies either."""
+    return {"tta": evaluation["tta"], "tta_shift": evaluation["tta_shift"] if evaluation["tta"] else 0}
+
+
+def describe_views(evaluation):
+    """The test-time views of these settings, in words: what a run prints and records, and the report shows."""
+    tta, shift = evaluation["tta"], evaluation.get("tta_shift", 0) if evaluation["tta"] else 0
+    count = len(test_views(tta, shift))
+    if not tta:
+        return "1 test-time view (the image)"
+    if not shift:
+        return "2 test-time views (the image and its mirror)"
+    return (f"{count} test-time views (the image and its mirror, each also moved {shift} pixel{'s' * (shift > 1)} "
+            "up, down, left and right)")
+
+
 def batches(images, labels, batch_size, shuffle=True, augmented=False):
     """Yield normalised (input, label) batches of in-memory tensors, in a fresh random order.
 

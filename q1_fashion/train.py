@@ -14,14 +14,23 @@ from torch import nn
 
 from common.cli import add_run_arguments, positive_int, probability, reject_switches
 from common.data import batch_bounds
-from common.loop import Training, fit, history_without_timing, run_fields
+from common.loop import Training, fit
 from common.metrics import accuracy, confusion_matrix, format_classification, per_class_accuracy
 from common.plotting import plot_confusion, plot_curves, plot_misclassified
 from common.predict import predict
-from common.protocol import Pieces, run_protocol
+from common.protocol import Pieces, announce, record, run_protocol
 from common.run import Question
-from common.runtime import count_parameters, run_cli, save_npy, write_json
-from q1_fashion.data import CLASSES, batches, load_fashion_mnist, load_secret_test, split_indices, views
+from common.runtime import UserError, run_cli, save_npy
+from q1_fashion.data import (
+    CLASSES,
+    batches,
+    describe_views,
+    load_fashion_mnist,
+    load_secret_test,
+    split_indices,
+    views,
+    views_used,
+)
 from q1_fashion.models import FAMILY_KEYS, MODELS, build_model
 
 PREDICTIONS = "Q1_label_predictions.npy"
@@ -58,7 +67,9 @@ RECIPES = {
     ),
 }
 QUESTION = Question(name="q1_fashion", script="q1_fashion/train.py", recipes=RECIPES, default_model="improved",
-                    evaluation=("tta", "tta_shift"), switches=FAMILY_KEYS)
+                    evaluation=("tta", "tta_shift"), switches=FAMILY_KEYS,
+                    outputs=(PREDICTIONS, VAL_PREDICTIONS, "confusion.png", "misclassified.png"),
+                    views=views_used, describe_views=describe_views)
 
 
 def parse_args(argv=None):
@@ -104,6 +115,9 @@ def load_data(run, data_dir):
     if run.final:  # the recipe is fixed: train on every labelled image, val included
         train_index = torch.arange(len(images))
     if run.options["holdout"]:  # tuning: the last N training images validate; val stays unseen
+        if run.options["holdout"] > len(train_index) - 2:
+            raise UserError(f"--holdout {run.options['holdout']}: there are {len(train_index):,} training images, "
+                            "and at least 2 must remain to train on")
         train_index, val_index = split_indices(len(train_index), len(train_index) - run.options["holdout"])
     train_index = train_index[:run.options["limit"]]
     seen_val = max(0, len(train_index) - val_index[0].item())
@@ -156,32 +170,19 @@ def train(run, model, data):
     fit(training, run_epoch, validate if held_out else None, "val_accuracy" if held_out else None)
 
 
-def write_outputs(run, model, data, state, history):
+def write_outputs(run, model, data, result):
     out_dir = run.out_dir
     val_probabilities, val_accuracy, val_per_class = evaluate(model, data.val_images, data.val_labels, run)
-    print(f"{'last' if run.final else 'best'} checkpoint: epoch {state['epoch']}, "
-          f"{len(views(run.evaluation['tta'], run.evaluation['tta_shift']))} test-time view(s), {run.precision}")
-    if data.seen_val:
-        print(f"NOTE: --final trained on {data.seen_val} of the val images, so the val accuracy below is not a "
-              "held-out figure")
-    if run.options["holdout"]:
-        print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
+    announce(run, result, seen_val=bool(data.seen_val))
     print(format_classification(val_accuracy, val_per_class, CLASSES))
     save_npy(out_dir / PREDICTIONS, predictions(model, data.secret_images, run).astype("float32"))
     save_npy(out_dir / VAL_PREDICTIONS, val_probabilities.astype("float32"))
-    write_json(out_dir / "metrics.json", {
-        "model": run.recipe["model"],
-        "params": count_parameters(model),
-        **run_fields(state, history),
-        "final": run.final,
-        "precision": run.precision,
+    record(run, model, result, {
         "val_accuracy": val_accuracy,
         "val_per_class": dict(zip(CLASSES, val_per_class.tolist(), strict=True)),
-        "history": history_without_timing(history),
-        "config": run.record,
     })
     name = run.recipe["model"]
-    plot_curves(history, [("train_loss", "train loss"), ("val_accuracy", "val accuracy (%)")],
+    plot_curves(result.history, [("train_loss", "train loss"), ("val_accuracy", "val accuracy (%)")],
                 out_dir / "curves.png", title=f"Q1 {name}")
     predicted, truth = val_probabilities.argmax(axis=1), data.val_labels.numpy()
     plot_confusion(confusion_matrix(predicted, truth, len(CLASSES)), CLASSES, out_dir / "confusion.png",

@@ -223,6 +223,22 @@ def batches(split, batch_size, normalize, augmented, max_scale=1.0, min_scale=1.
         yield normalize(images), labels.long()
 
 
+def views_used(evaluation):
+    """The evaluation settings as the views they give: without --tta, scale 1 only (see train.evaluate)."""
+    return {"tta": evaluation["tta"], "tta_scales": list(evaluation["tta_scales"]) if evaluation["tta"] else [1.0]}
+
+
+def describe_views(evaluation):
+    """The test-time views of these settings, in words: what a run prints and records, and the report shows."""
+    if not evaluation["tta"]:
+        return "1 test-time view (the image)"
+    scales = list(evaluation.get("tta_scales") or [1.0])
+    if scales == [1.0]:
+        return "2 test-time views (the image and its mirror)"
+    return (f"{2 * len(scales)} test-time views (the image and its mirror at scales "
+            f"{', '.join(f'{s:g}' for s in scales)})")
+
+
 def views(normalize, tta, scales):
     """Q2's test-time views for common.predict: the normalised image at each of `scales` (bilinear), and with
     `tta` its mirror image too; each view's per-pixel output is mirrored back, then resized back."""

@@ -14,14 +14,24 @@ import torch
 
 from common.cli import add_run_arguments, at_least_one, non_negative_float, positive_int, probability, reject_switches
 from common.data import batch_bounds
-from common.loop import Training, fit, history_without_timing, run_fields
+from common.loop import Training, fit
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
 from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
 from common.predict import predict
-from common.protocol import Pieces, run_protocol
+from common.protocol import Pieces, announce, record, run_protocol
 from common.run import Question
-from common.runtime import UserError, count_parameters, run_cli, save_npy, write_json
-from q2_segmentation.data import CLASSES, IMAGE_SIZE, Split, batches, load_split, read_classes, views
+from common.runtime import UserError, run_cli, save_npy
+from q2_segmentation.data import (
+    CLASSES,
+    IMAGE_SIZE,
+    Split,
+    batches,
+    describe_views,
+    load_split,
+    read_classes,
+    views,
+    views_used,
+)
 from q2_segmentation.losses import LOSSES, make_loss
 from q2_segmentation.models import (
     BACKBONES,
@@ -186,6 +196,8 @@ QUESTION = Question(
                                  else [settings]),
     complete=complete,
     prefix_flags=lambda settings: ["--backbone", settings["backbone"]] if settings["backbone"] != "auto" else [],
+    outputs=(PREDICTIONS, VAL_PREDICTIONS, "per_class.png", "vis_val.png"),
+    views=views_used, describe_views=describe_views,
 )
 
 
@@ -212,8 +224,9 @@ def load_data(run, data_dir):
                       torch.cat([train.labels, val.labels]))
     holdout = run.options["holdout"]
     if holdout:  # tuning: the last N training images validate; val stays unseen
-        if holdout >= len(train.names):
-            raise UserError(f"--holdout {holdout}: there are only {len(train.names)} training images")
+        if holdout > len(train.names) - 2:
+            raise UserError(f"--holdout {holdout}: there are {len(train.names)} training images, and at least 2 "
+                            "must remain to train on")
         val = Split(train.names[-holdout:], train.images[-holdout:], train.labels[-holdout:])
         train = Split(train.names[:-holdout], train.images[:-holdout], train.labels[:-holdout])
     train = Split(train.names[:limit], train.images[:limit], train.labels[:limit])
@@ -281,45 +294,24 @@ def train(run, model, data):
         eval_every=recipe["val_every"])
 
 
-def describe_views(run):
-    """The test-time views used, in words."""
-    if not run.evaluation["tta"]:
-        return "no test-time augmentation"
-    scales = run.evaluation["tta_scales"]
-    return "flip test-time augmentation" + (f" at scales {', '.join(f'{s:g}' for s in scales)}"
-                                            if list(scales) != [1.0] else "")
-
-
-def write_outputs(run, model, data, state, history):
+def write_outputs(run, model, data, result):
     out_dir, recipe = run.out_dir, run.recipe
     val_scores, ap, iou = evaluate(model, data.val, run)
-    print(f"{'last' if run.final else 'best'} checkpoint: epoch {state['epoch']}, {describe_views(run)}, "
-          f"{run.precision}")
-    if data.joined:
-        print("NOTE: --final trained on the val images too, so the val figures below are not held-out figures")
-    if run.options["holdout"]:
-        print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
+    announce(run, result, seen_val=data.joined)
     print(format_segmentation(ap, iou, CLASSES))
     test_scores, _, _ = evaluate(model, data.test, run)
     save_npy(out_dir / PREDICTIONS, test_scores)
     save_npy(out_dir / VAL_PREDICTIONS, val_scores)
-    write_json(out_dir / "metrics.json", {
+    record(run, model, result, {
         "backbone": recipe["backbone"],
-        "model": recipe["model"],
         "head": describe_head(recipe),
-        "params": count_parameters(model),
-        **run_fields(state, history),
-        "final": run.final,
-        "precision": run.precision,
         "val_mAP": float(ap.mean()),
         "val_mIoU": float(iou.mean()),
         "val_ap": dict(zip(CLASSES, ap.tolist(), strict=True)),
         "val_iou": dict(zip(CLASSES, iou.tolist(), strict=True)),
-        "history": history_without_timing(history),
-        "config": run.record,
     })
     title = f"Q2 {recipe['backbone']} {recipe['model']}"
-    plot_curves(history, [("train_loss", "train loss"), ("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")],
+    plot_curves(result.history, [("train_loss", "train loss"), ("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")],
                 out_dir / "curves.png", title=title)
     best = REFERENCE_REPORT["best"]
     plot_per_class(CLASSES, [("AP (val)", ap), ("IoU (val)", iou)], out_dir / "per_class.png",

@@ -30,7 +30,8 @@ def fake_run(tmp_path, **recipe):
     """The parts of a Run that the epoch loop reads."""
     recipe = {"schedule": "onecycle", "epochs": 3, "ema_decay": 0.9, **recipe}
     return SimpleNamespace(recipe=recipe, precision="fp32", device=torch.device("cpu"), checkpoint_dir=tmp_path,
-                           mode="train", saved=None, record=dict(recipe), final=False, hint="train first")
+                           mode="train", saved=None, record=dict(recipe), final=False, hint="train first",
+                           run_id="test", question=SimpleNamespace(name="test"))
 
 
 def save(path, model, ema, epoch):
@@ -49,13 +50,14 @@ def test_predictions_come_from_the_best_checkpoints_weight_average(tmp_path):
     save(tmp_path / "best.pt", raw, ema, epoch=2)
     save(tmp_path / "last.pt", last, WeightAverage(last, 0.9), epoch=3)
     model = tiny_net(3)
-    state, history = load_result(fake_run(tmp_path), model)
+    result = load_result(fake_run(tmp_path), model)
+    state, history = result.state, result.history
     assert state["epoch"] == 2 and [r["epoch"] for r in history] == [1, 2, 3]  # best's weights, last's history
     for key, value in model.state_dict().items():
         assert torch.equal(value, averaged.state_dict()[key]), key  # the average, not the raw weights
     final = fake_run(tmp_path)
     final.final = True
-    state, _ = load_result(final, model)
+    state = load_result(final, model).state
     assert state["epoch"] == 3 and torch.equal(model[0].weight, last[0].weight)
 
 

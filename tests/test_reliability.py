@@ -28,7 +28,7 @@ def q1_args(tmp_path, course_data, *extra):
 
 def test_bad_flag_values_are_argparse_errors(capsys):
     for argv in (["--epochs", "abc"], ["--epochs", "0"], ["--lr", "-1"], ["--dropout", "1.5"], ["--model", "vgg"],
-                 ["--device", "tpu"]):
+                 ["--device", "tpu"], ["--seed", "-1"], ["--seed", str(2**32)]):
         with pytest.raises(SystemExit) as exit_info:
             q1_train.parse_args(argv)
         assert exit_info.value.code == 2
@@ -39,8 +39,8 @@ def test_resume_or_eval_only_without_checkpoint(tmp_path, course_data, capsys):
     for flag in ("--resume", "--eval-only"):
         code, err = cli(q1_train.main, q1_args(tmp_path, course_data, "--model", "basenet", flag), capsys)
         assert code == 2 and len(err) == 1
-        assert err[0].startswith(f"error: no checkpoint at {tmp_path / 'ckpt'}")
-        assert "train first: python q1_fashion/train.py --model basenet" in err[0]
+        assert err[0] == (f"error: no checkpoint in {tmp_path / 'ckpt'}; train first: python q1_fashion/train.py "
+                          f"--model basenet --checkpoint-dir {tmp_path / 'ckpt'}")  # the user's folder kept
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def write_q1_run(folder, model, accuracy, per_class, **config):
         "model": model, "params": 4414 if model == "basenet" else 164778, "epochs": 7, "best_epoch": 6,
         "train_seconds": 12.5, "final": False, "precision": "fp32", "val_accuracy": accuracy,
         "val_per_class": dict(zip(Q1_CLASSES, per_class, strict=True)),
-        "config": dict(RECIPES[model], model=model, precision="fp32", **config)}))
+        "config": dict(RECIPES[model], model=model, precision="fp32", epochs=7, **config)}))
     (folder / "model.txt").write_text(f"{model.upper()}-PRINT\n")
     (folder / "summary.txt").write_text("SUMMARY-TABLE Total params: 4,414\n")
     for name in ("curves.png", "confusion.png", "misclassified.png"):
@@ -42,7 +42,7 @@ def write_q2_run(folder, model, ap, iou, **extra):
         "val_mAP": float(np.mean(ap)), "val_mIoU": float(np.mean(iou)),
         "val_ap": dict(zip(Q2_CLASSES, ap, strict=True)), "val_iou": dict(zip(Q2_CLASSES, iou, strict=True)),
         "config": dict(Q2_RECIPES[model], backbone="efficientnet_lite0", model=model, lr=0.00123, pretrained=True,
-                       weights=None, precision="fp32"), **extra}))
+                       weights=None, precision="fp32", epochs=3), **extra}))
     for name in ("curves.png", "per_class.png", "vis_val.png"):
         png(folder / name)
 
@@ -101,9 +101,11 @@ def test_report_reads_every_section_and_number(built):
     assert "peak lr 0.00123" in text and "batch 16" in text  # training details from the run's config
     assert "Upsampling: HEAD-baseline" in text  # the head's description, as the run recorded it
     # the comparison at the top: the reference report's figures next to ours, with how ours were made
-    assert "| Q1 BaseNet, val accuracy | 87.0 % | 87.12 % | BaseNet, fp32, 7 epochs |" in text
+    assert "| Q1 BaseNet, val accuracy | 87.0 % | 87.12 % | BaseNet, fp32, 1 test-time view (the image), 7 epochs |" \
+        in text
     assert "| Q2 best model, val mAP / mIoU | 0.79 / 0.58 | 0.813 / 0.605 |" in text
     assert "99.50" not in text  # the --final run is not a held-out figure
+    assert "`improved-final`: --final: trained on val" in text  # but is listed as what it is
     # missing runs are named with the command that produces them
     assert "python q1_fashion/train.py --model report_best" in text
     assert "python q2_segmentation/train.py --model report_best" in text
@@ -170,3 +172,55 @@ def test_the_report_shows_paths_relative_to_the_repository(tmp_path, monkeypatch
     text = report.build_report(results)
     assert "`results/q1_fashion/improved/Q1_label_predictions.npy`, checked by" in text
     assert str(tmp_path) not in text  # no absolute path of this machine, the checker's verdict included
+
+
+def test_holdout_limited_and_unfinished_runs_are_labelled_and_kept_out_of_the_comparison(results):
+    """Report docstring: a --holdout, --limit or unfinished run is listed with its label, never compared with the
+    reference report or chosen as the best model, however high its figure."""
+    q1 = results / "q1_fashion"
+    write_q1_run(q1 / "improved-holdout5000", "improved", 99.1, [99.0] * 10, holdout=5000)
+    write_q1_run(q1 / "improved-limited", "improved", 99.2, [99.0] * 10, limit=600)
+    write_q1_run(q1 / "improved-stopped", "improved", 99.3, [99.0] * 10)
+    stopped = q1 / "improved-stopped" / "metrics.json"
+    metrics = json.loads(stopped.read_text())
+    stopped.write_text(json.dumps(dict(metrics, epochs=1)))  # 1 of the config's 7
+    text = report.build_report(results)
+    for figure in ("99.10", "99.20", "99.30"):
+        assert figure not in text  # neither in the comparison nor as the best model
+    assert "### Best model: improved\n" in text and "93.88 %" in text
+    assert "`improved-holdout5000`: --holdout 5000: figures on training images, not val" in text
+    assert "`improved-limited`: --limit 600: trained on part of the data" in text
+    assert "`improved-stopped`: unfinished: 1 of 7 epochs" in text
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("val_accuracy", "93.1", "val_accuracy is str"),
+    ("config", None, "config is NoneType"),
+    ("val_per_class", [90.0] * 10, "val_per_class is list"),
+    ("params", True, "params is bool"),
+])
+def test_a_field_of_the_wrong_type_is_left_out_with_one_warning(results, capsys, field, value, problem):
+    path = results / "q1_fashion" / "basenet" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics[field] = value
+    path.write_text(json.dumps(metrics))
+    runs, left_out = report.read_runs(results / "q1_fashion")
+    assert "basenet" not in runs and problem in left_out["basenet"]
+    assert capsys.readouterr().err.strip() == f"warning: {path}: {problem}; left out"
+
+
+def test_a_config_that_cannot_build_the_network_is_left_out(results, capsys):
+    """A Q1 config without its width, a Q2 config without its backbone: the layer tables could not be drawn."""
+    q1_path = results / "q1_fashion" / "improved" / "metrics.json"
+    metrics = json.loads(q1_path.read_text())
+    del metrics["config"]["width"]
+    q1_path.write_text(json.dumps(metrics))
+    q2_path = results / "q2_segmentation" / "efficientnet_lite0_baseline" / "metrics.json"
+    metrics = json.loads(q2_path.read_text())
+    del metrics["config"]["backbone"]
+    q2_path.write_text(json.dumps(metrics))
+    text = report.build_report(results)
+    err = capsys.readouterr().err
+    assert "improved/metrics.json: its config does not describe a network (KeyError: 'width')" in err
+    assert "efficientnet_lite0_baseline/metrics.json: its config does not describe a network" in err
+    assert (results / "report.pdf").is_file() and "87.12 %" in text

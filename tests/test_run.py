@@ -3,6 +3,7 @@
 Each of the first five tests is a defect a review reproduced: a record that described a run that did not
 happen. They resolve settings against a checkpoint file written here, so none of them trains.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,12 +13,21 @@ import time
 import pytest
 import torch
 
+from common import folders
 from common import run as run_module
-from common.run import interruption, owned
+from common.folders import claim, interruption, open_folders
 from common.runtime import UserError, run_cli
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 from tests.helpers import REPO, settings
+
+
+@contextlib.contextmanager
+def owned(run):
+    """The folders as the protocol takes them: checked and locked, then claimed (every check passed)."""
+    with open_folders(run):
+        claim(run)
+        yield run
 
 
 def write_checkpoint(folder, record, epoch=1):
@@ -101,8 +111,9 @@ def test_a_fresh_run_into_a_folder_that_holds_a_run_is_refused(tmp_path):
                      "--out-dir", str(tmp_path / "O"))
     with pytest.raises(UserError) as error, owned(again):
         pass
-    assert str(error.value) == (f"{ckpt} already holds a run (last.pt); continue it with --resume, evaluate it "
-                                "with --eval-only, or train afresh over it with --overwrite")
+    assert str(error.value) == (f"{ckpt} already holds a run (last.pt); continue it with --resume --checkpoint-dir "
+                                f"{ckpt} --out-dir {tmp_path / 'O'}, evaluate it with --eval-only --checkpoint-dir "
+                                f"{ckpt} --out-dir {tmp_path / 'O'}, or train afresh over it with --overwrite")
     assert (ckpt / "last.pt").is_file() and (ckpt / "best.pt").is_file()  # untouched
     overwrite = settings(q1_train, "--epochs", "1", "--checkpoint-dir", str(ckpt), "--out-dir", str(tmp_path / "O"),
                          "--overwrite")
@@ -119,7 +130,7 @@ def test_settings_precedence_recipe_then_checkpoint_then_flags(tmp_path):
     resumed = settings(q1_train, "--resume", "--checkpoint-dir", str(ckpt))
     assert resumed.recipe["lr"] == 0.3 and resumed.recipe["width"] == 8  # the checkpoint's, not the recipe's
     assert resumed.options == {"seed": 4, "limit": 600, "final": False, "holdout": None}
-    assert resumed.evaluation == {"tta": False, "tta_shift": 1}
+    assert resumed.evaluation == {"tta": False, "tta_shift": 0}  # without --tta no shifted views are used
     with pytest.raises(UserError) as error:
         settings(q1_train, "--resume", "--lr", "0.1", "--seed", "0", "--checkpoint-dir", str(ckpt))
     assert f"{ckpt / 'last.pt'} was trained with --lr 0.3 --seed 4, not --lr 0.1 --seed 0; --resume" in str(error.value)
@@ -160,8 +171,9 @@ def test_an_interruption_names_resume_only_when_there_is_a_checkpoint(tmp_path, 
     run = settings(q1_train, "--checkpoint-dir", str(tmp_path / "C"))
     assert str(interruption(KeyboardInterrupt(), run)) == "interrupted before the first epoch ended; nothing was saved"
     write_checkpoint(tmp_path / "C", run.record)
-    assert str(interruption(KeyboardInterrupt(), run)) == \
-        f"interrupted; {tmp_path / 'C' / 'last.pt'} holds the last finished epoch (continue with --resume)"
+    assert str(interruption(KeyboardInterrupt(), run)) == (f"interrupted; {tmp_path / 'C' / 'last.pt'} holds the "
+                                                           "last finished epoch (continue with --resume "
+                                                           f"--checkpoint-dir {tmp_path / 'C'})")
 
     def main(argv):
         with owned(run):
@@ -208,7 +220,7 @@ def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch, capsy
     def unsupported(handle, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(run_module.fcntl, "flock", unsupported)
+    monkeypatch.setattr(folders.fcntl, "flock", unsupported)
     run = settings(q1_train, "--checkpoint-dir", str(tmp_path / "C"), "--out-dir", str(tmp_path / "C"))
     with owned(run):
         pass

@@ -3,7 +3,12 @@
 Reads results/ (metrics.json, model.txt, summary.txt, the figures and prediction files that train.py and
 ablate.py wrote) and writes results/REPORT.md and results/report.pdf, the file to hand in. Nothing is
 retrained and every number is read from those files; a missing run gets a line naming the command that
-produces it, in both files.
+produces it, in both files. Runs are found by what their metrics.json says they are, not by folder names.
+A run whose figures are not held-out val figures of a finished run (--final, which trained on val;
+--holdout, scored on training images; --limit, trained on part of the data; an unfinished run) is listed
+with that label and kept out of the comparison with the reference report and of the choice of the best
+model. A metrics.json that cannot be read, lacks a field or has one of the wrong type is left out with
+one warning line.
 """
 import argparse
 import contextlib
@@ -19,8 +24,10 @@ from common.metrics import format_segmentation
 from common.paths import RESULTS_DIR, repo_relative
 from common.runtime import run_cli, write_atomically, write_text
 from q1_fashion import train as q1_train
+from q1_fashion.data import describe_views as q1_describe_views
 from q1_fashion.models import build_model as build_q1_model
 from q2_segmentation import train as q2_train
+from q2_segmentation.data import describe_views as q2_describe_views
 from q2_segmentation.models import build_model as build_q2_model
 from q2_segmentation.models import describe_head
 from tools import check_submission
@@ -31,11 +38,56 @@ LAYER_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6, nn.
 TITLE = "CS543 Deep ConvNets: report"
 
 
-REQUIRED = {  # what the report reads from a run's metrics.json, by question folder
-    "q1_fashion": ("model", "params", "epochs", "train_seconds", "val_accuracy", "val_per_class", "config"),
-    "q2_segmentation": ("backbone", "model", "params", "epochs", "train_seconds", "val_mAP", "val_mIoU", "val_ap",
-                        "val_iou", "config"),
+NUMBER, TEXT, TABLE = (int, float), (str,), (dict,)
+REQUIRED = {  # what the report reads from a run's metrics.json, by question folder, with the types it needs
+    "q1_fashion": {"model": TEXT, "params": (int,), "epochs": (int,), "train_seconds": NUMBER,
+                   "val_accuracy": NUMBER, "val_per_class": TABLE, "config": TABLE},
+    "q2_segmentation": {"backbone": TEXT, "model": TEXT, "params": (int,), "epochs": (int,),
+                        "train_seconds": NUMBER, "val_mAP": NUMBER, "val_mIoU": NUMBER, "val_ap": TABLE,
+                        "val_iou": TABLE, "config": TABLE},
 }
+BUILDERS = {"q1_fashion": lambda config: build_q1_model(config),
+            "q2_segmentation": lambda config: build_q2_model(dict(config, pretrained=False, weights=None))}
+
+
+def problem_of(metrics, question):
+    """What makes a metrics.json unusable for the report, in a phrase; None when nothing does."""
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    required = REQUIRED.get(question, {})
+    missing = [key for key in required if key not in metrics]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [f"{key} is {type(metrics[key]).__name__}" for key, types in required.items()
+             if isinstance(metrics[key], bool) or not isinstance(metrics[key], types)]
+    wrong = wrong or [f"{key} holds a non-number" for key, types in required.items() if types is TABLE and key != "config"
+              and not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in metrics[key].values())]
+    if wrong:
+        return "; ".join(wrong)
+    if question in BUILDERS:
+        try:  # the layer tables rebuild the network from the recorded settings
+            with contextlib.redirect_stdout(io.StringIO()):
+                BUILDERS[question](metrics["config"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            return f"its config does not describe a network ({type(error).__name__}: {error})"
+    return None
+
+
+def label(run):
+    """What a run's figures are when they are not the held-out val figures of a finished run ('' when they are)."""
+    config = run["config"]
+    parts = []
+    if run.get("final") or config.get("final"):
+        parts.append("--final: trained on val")
+    holdout = run.get("holdout", config.get("holdout"))
+    if holdout:
+        parts.append(f"--holdout {holdout}: figures on training images, not val")
+    limit = run.get("limit", config.get("limit"))
+    if limit:
+        parts.append(f"--limit {limit}: trained on part of the data")
+    if run.get("finished") is False or run["epochs"] < config.get("epochs", run["epochs"]):
+        parts.append(f"unfinished: {run['epochs']} of {config.get('epochs')} epochs")
+    return "; ".join(parts)
 
 
 def read_runs(root):
@@ -48,9 +100,7 @@ def read_runs(root):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             problem = f"not readable JSON ({error})" if path.stat().st_size else "empty"
         else:
-            missing = [key for key in REQUIRED.get(Path(root).name, ()) if not isinstance(metrics, dict)
-                       or key not in metrics]
-            problem = f"no {', '.join(missing)}" if missing else None
+            problem = problem_of(metrics, Path(root).name)
         if problem:
             left_out[path.parent.name] = f"{repo_relative(path)} is damaged ({problem})"
             print(f"warning: {repo_relative(path)}: {problem}; left out", file=sys.stderr)
@@ -64,22 +114,42 @@ def why_not(name, left_out, command):
     return f"left out: {left_out[name]}" if name in left_out else f"not run: `{command}`"
 
 
-def held_out(runs):
-    """The runs whose val figures are held out: not --final runs, which trained on val."""
-    return {name: run for name, run in runs.items() if not run.get("final")}
+def comparable(runs):
+    """The runs whose figures are held-out val figures of a finished run (see `label`)."""
+    return {name: run for name, run in runs.items() if not label(run)}
 
 
-def how(run, **extra):
-    """'fp32, flip TTA, 30 epochs': how a run got its figures."""
-    config = run["config"]
-    parts = [run.get("precision", config.get("precision", "fp32"))]
-    if config.get("tta"):
-        scales = config.get("tta_scales") or [1.0]
-        shift = config.get("tta_shift", 0)
-        parts.append("flip TTA" + (f" at scales {', '.join(f'{s:g}' for s in scales)}" if len(scales) > 1 else "")
-                     + (f" with {shift}-pixel shifts (10 views)" if shift else ""))
-    parts.append(f"{run['epochs']} epochs")
-    return ", ".join([*extra.values(), *parts])
+def views_of(run, question):
+    """The test-time views a run used, in the words it recorded (older runs: described from their settings)."""
+    if isinstance(run.get("views"), str):
+        return run["views"]
+    describe = q1_describe_views if question == "q1_fashion" else q2_describe_views
+    return describe({"tta": bool(run["config"].get("tta")), "tta_shift": run["config"].get("tta_shift", 0),
+                     "tta_scales": run["config"].get("tta_scales") or [1.0]})
+
+
+def precision_of(run):
+    """'bf16' or 'trained in bf16, evaluated in fp32': the precision(s) a run recorded."""
+    trained = run.get("train_precision") or run.get("precision") or run["config"].get("precision", "fp32")
+    evaluated = run.get("eval_precision", trained)
+    return trained if evaluated == trained else f"trained in {trained}, evaluated in {evaluated}"
+
+
+def how(run, question, **extra):
+    """'fp32, 2 test-time views (...), 30 epochs': how a run got its figures."""
+    planned = run["config"].get("epochs", run["epochs"])
+    epochs = f"{run['epochs']} epochs" if run["epochs"] >= planned else f"{run['epochs']} of {planned} epochs"
+    return ", ".join([*extra.values(), precision_of(run), views_of(run, question), epochs,
+                      *([label(run)] if label(run) else [])])
+
+
+def set_aside(doc, runs):
+    """List the runs kept out of the comparison, each with what its figures are."""
+    aside = {name: run for name, run in runs.items() if label(run)}
+    if aside:
+        doc.paragraph("Runs kept out of the comparison (their figures are not held-out val figures of a finished "
+                      "run):")
+        doc.bullets([f"`{name}`: {label(run)}" for name, run in aside.items()])
 
 
 def layer_table(model, input_size, modules=None):
@@ -122,15 +192,15 @@ def summary(doc, q1_runs, q2_runs, left_out):
     """The table at the top: this repository's figures next to the reference report's published ones."""
     q1_ref, q2_ref = q1_train.REFERENCE_REPORT, q2_train.REFERENCE_REPORT
     rows = []
-    base = q1_runs.get("basenet")
+    base_name, base = basenet(q1_runs)
     rows.append(["Q1 BaseNet, val accuracy", f"{q1_ref['basenet']['val']:.1f} %",
                  f"{base['val_accuracy']:.2f} %" if base else
                  why_not("basenet", left_out, "python q1_fashion/train.py --model basenet"),
-                 how(base, model="BaseNet") if base else ""])
+                 how(base, "q1_fashion", model="BaseNet") if base else ""])
     if q1_runs:
         name, best = max(q1_runs.items(), key=lambda item: item[1]["val_accuracy"])
         rows.append(["Q1 best model, val accuracy", f"{q1_ref['best']['val']:.1f} %", f"{best['val_accuracy']:.2f} %",
-                     how(best, model=f"{name} ({best['params']:,} parameters)")])
+                     how(best, "q1_fashion", model=f"{name} ({best['params']:,} parameters)")])
     else:
         rows.append(["Q1 best model, val accuracy", f"{q1_ref['best']['val']:.1f} %",
                      why_not("improved", left_out, "python q1_fashion/train.py"), ""])
@@ -143,7 +213,7 @@ def summary(doc, q1_runs, q2_runs, left_out):
             name, run = max(candidates.items(), key=lambda item: item[1]["val_mIoU"])
             rows.append([f"{label}, val mAP / mIoU", f"{reference[0]:.2f} / {reference[1]:.2f}",
                          f"{run['val_mAP']:.3f} / {run['val_mIoU']:.3f}",
-                         how(run, trunk=f"{run['backbone']} trunk", head=f"{run['model']} head")])
+                         how(run, "q2_segmentation", trunk=f"{run['backbone']} trunk", head=f"{run['model']} head")])
         else:
             command = "python q2_segmentation/train.py" + (f" --model {head}" if head else "")
             damaged = [name for name in left_out if name.endswith(f"_{head or 'improved'}")]
@@ -154,22 +224,35 @@ def summary(doc, q1_runs, q2_runs, left_out):
                  "graded by the autograder (labels not public)", "Q2_sseg_predictions.npy"])
     doc.heading(1, "Summary: this repository next to the reference report")
     doc.table(["result", "reference report", "this repository", "how"], rows, align="lrll")
-    doc.paragraph("Val figures are on the 5,000 held-out Fashion-MNIST images (Q1) and the 100 val images (Q2); "
-                  "runs made with `--final` trained on those images and are left out of this table.")
+    doc.paragraph("Val figures are on the 5,000 held-out Fashion-MNIST images (Q1) and the 100 val images (Q2), "
+                  "from finished runs on all training images; runs made with `--final` (trained on val), "
+                  "`--holdout` (scored on training images) or `--limit`, and unfinished runs, are left out of this "
+                  "table and listed in their question's section.")
 
 
-def q1_section(doc, results, runs, left_out):
+def basenet(runs):
+    """(folder name, metrics) of the BaseNet run (the one folder `basenet` when there are several), or (None, None)."""
+    found = {name: run for name, run in runs.items() if run["model"] == "basenet"}
+    if not found:
+        return None, None
+    name = "basenet" if "basenet" in found else sorted(found)[0]
+    return name, found[name]
+
+
+def q1_section(doc, results, all_runs, left_out):
     root = results / "q1_fashion"
+    runs = comparable(all_runs)
     doc.heading(1, "Q1: Fashion-MNIST classification")
+    set_aside(doc, all_runs)
     doc.heading(2, "BaseNet")
-    base = runs.get("basenet")
+    base_name, base = basenet(runs)
     if base is None:
         doc.paragraph(f"BaseNet: {why_not('basenet', left_out, 'python q1_fashion/train.py --model basenet')}.")
     else:
-        if (root / "basenet" / "model.txt").is_file():
-            doc.code((root / "basenet" / "model.txt").read_text())
+        if (root / base_name / "model.txt").is_file():
+            doc.code((root / base_name / "model.txt").read_text())
         doc.paragraph(f"Val accuracy: **{base['val_accuracy']:.2f} %** ({base['params']:,} parameters, "
-                      f"{how(base)}).")
+                      f"{how(base, 'q1_fashion')}).")
         doc.table(["class", "val accuracy (%)"], [[c, f"{v:.2f}"] for c, v in base["val_per_class"].items()])
     if left_out:
         doc.bullets([f"`{name}` {why}" for name, why in left_out.items()])
@@ -186,7 +269,7 @@ def q1_section(doc, results, runs, left_out):
             items.append(f"`{name}`: not found: run `python q1_fashion/train.py --model {name}`.")
         for run_name, run in found.items():
             items.append(f"`{run_name}`: val accuracy {run['val_accuracy']:.2f} %, {run['params']:,} parameters "
-                         f"({how(run)})")
+                         f"({how(run, 'q1_fashion')})")
     doc.bullets(items)
     doc.paragraph("Layers (the reference report's format):")
     doc.table(*layer_table(build_q1_model(best["config"]), (1, 28, 28)), align="rllllrr")
@@ -200,8 +283,8 @@ def q1_section(doc, results, runs, left_out):
         f"peak lr {cfg.get('lr')}, schedule {cfg.get('schedule')}, batch {cfg.get('batch_size')}, "
         f"{cfg.get('epochs')} epochs, weight decay {cfg.get('weight_decay')}, label smoothing "
         f"{cfg.get('label_smoothing')}, augmentation (2-pixel shifts, flips) {cfg.get('augment')}, weight average "
-        f"(EMA) decay {cfg.get('ema_decay')}, flip test-time augmentation {cfg.get('tta')}, precision "
-        f"{best.get('precision')}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.")
+        f"(EMA) decay {cfg.get('ema_decay')}, {views_of(best, 'q1_fashion')}, precision "
+        f"{precision_of(best)}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.")
     doc.paragraph(f"Val accuracy: **{best['val_accuracy']:.2f} %**")
     doc.table(["class", "val accuracy (%)"], [[c, f"{v:.2f}"] for c, v in best["val_per_class"].items()])
     doc.figure(folder / "curves.png", "training curves")
@@ -229,9 +312,11 @@ def ablation(doc, root, command):
     doc.figure(root / "ablation.png", "ablation")
 
 
-def q2_section(doc, results, runs, left_out):
+def q2_section(doc, results, all_runs, left_out):
     root = results / "q2_segmentation"
+    runs = comparable(all_runs)
     doc.heading(1, "Q2: semantic segmentation")
+    set_aside(doc, all_runs)
     missing = [head for head in Q2_HEADS if not any(run["model"] == head for run in runs.values())]
     if missing:
         doc.bullets([f"no `{head}` run: " + why_not(next((n for n in left_out if n.endswith(f"_{head}")), ""),
@@ -243,7 +328,7 @@ def q2_section(doc, results, runs, left_out):
         doc.paragraph("No Q2 run found: run `python q2_segmentation/train.py`.")
     else:
         doc.table(["run", "trunk", "head", "params", "epochs", "precision", "val mAP", "val mIoU"],
-                  [[name, run["backbone"], run["model"], f"{run['params']:,}", run["epochs"], run.get("precision", ""),
+                  [[name, run["backbone"], run["model"], f"{run['params']:,}", run["epochs"], precision_of(run),
                     f"{run['val_mAP']:.4f}", f"{run['val_mIoU']:.4f}"] for name, run in runs.items()],
                   align="lllrrlrr")
     for name, run in runs.items():
@@ -256,7 +341,6 @@ def q2_section(doc, results, runs, left_out):
         doc.paragraph(f"Parameters: **{run['params']:,}** (trunk {trunk_params:,}, head "
                       f"{run['params'] - trunk_params:,}). Head layers on a 224x224 input:")
         doc.table(*layer_table(model, (3, 224, 224), head_layers), align="rllllrr")
-        scales = config.get("tta_scales") or [1.0]
         doc.paragraph(
             f"Training: {config.get('optimizer')}, peak lr {config.get('lr')} (trunk x{config.get('trunk_lr_scale')}), "
             f"weight decay {config.get('weight_decay')}, schedule {config.get('schedule')}, batch "
@@ -264,9 +348,8 @@ def q2_section(doc, results, runs, left_out):
             f"augmentation: horizontal flip {config.get('augment')}, random scale "
             f"{config.get('min_scale', 1.0)}x to {config.get('max_scale', 1.0)}x, colour jitter "
             f"{config.get('color', 0.0)}, training crop {config.get('crop') or 'none (whole images)'}; "
-            f"weight average (EMA) decay {config.get('ema_decay', 0.0)}; test-time "
-            f"augmentation: flip {config.get('tta', False)}, scales {', '.join(f'{s:g}' for s in scales)}; "
-            f"precision {run.get('precision')}; ImageNet-pretrained trunk "
+            f"weight average (EMA) decay {config.get('ema_decay', 0.0)}; {views_of(run, 'q2_segmentation')}; "
+            f"precision {precision_of(run)}; ImageNet-pretrained trunk "
             f"{config.get('weights') or config.get('pretrained')}; best epoch {run.get('best_epoch')}; "
             f"{run['train_seconds']} s of training.")
         doc.paragraph("Val (the course's format):")
@@ -293,9 +376,9 @@ def build_report(results):
     doc = Document(TITLE)
     doc.paragraph("Generated by `cs543-report` from the runs in `results/`: every number below is read from the "
                   "files the training scripts wrote.")
-    summary(doc, held_out(q1_runs), held_out(q2_runs), {**q1_left_out, **q2_left_out})
-    q1_section(doc, results, held_out(q1_runs), q1_left_out)
-    q2_section(doc, results, held_out(q2_runs), q2_left_out)
+    summary(doc, comparable(q1_runs), comparable(q2_runs), {**q1_left_out, **q2_left_out})
+    q1_section(doc, results, q1_runs, q1_left_out)
+    q2_section(doc, results, q2_runs, q2_left_out)
     results.mkdir(parents=True, exist_ok=True)
     text = to_markdown(doc, results) + "\n"
     write_text(results / "REPORT.md", text)
