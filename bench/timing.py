@@ -22,19 +22,31 @@ def bench_parser(doc):
 
 
 def other_training_processes():
-    """Other processes of this machine running PyTorch work of ours: train.py, a bench, pytest (by command line)."""
+    """Other processes of this machine running PyTorch work of ours: train.py, a bench, pytest (by command line).
+    psutil reads the process table on Linux, macOS and Windows alike."""
+    import psutil
+
     found, own = [], {os.getpid(), os.getppid()}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in own:
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.info["pid"] in own:
             continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "python" in command and any(word in command for word in ("train.py", "ablate.py", "bench/", "pytest",
-                                                                     "sweep")):
-            found.append(f"{entry.name} ({command.strip()[:60]})")
+        command = " ".join(process.info["cmdline"] or []).replace("\\", "/")
+        if "python" in command.lower() and any(word in command for word in ("train.py", "ablate.py", "bench/",
+                                                                             "pytest", "sweep")):
+            found.append(f"{process.info['pid']} ({command.strip()[:60]})")
     return found
+
+
+def load_average():
+    """The 1-minute load average: the OS's where it has one (Unix), else psutil's emulation (Windows), else the
+    cores busy over one second measured now."""
+    if hasattr(os, "getloadavg"):
+        return os.getloadavg()[0]
+    import psutil
+
+    if hasattr(psutil, "getloadavg"):
+        return psutil.getloadavg()[0]
+    return psutil.cpu_percent(interval=1.0) / 100 * (os.cpu_count() or 1)
 
 
 def refuse_if_busy(force=False):
@@ -42,7 +54,7 @@ def refuse_if_busy(force=False):
     refuse, in one line, unless --force. Busy: another training, bench or test process, or a 1-minute load
     average above 3/4 of the cores."""
     others = other_training_processes()
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    load, cores = load_average(), os.cpu_count() or 1
     if force or (not others and load <= 0.75 * cores):
         return
     why = f"other PyTorch work is running: {others[0]}" if others else f"load average {load:.1f} on {cores} cores"

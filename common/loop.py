@@ -146,7 +146,7 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
         print(f"resumed after epoch {state['epoch']}" +
               (f" (best {score_key} so far {best:.4f})" if score_key else ""))
         planned = stretches[-1]["schedule_epochs"] if stretches else epochs
-        if planned != epochs and start <= epochs:
+        if planned != epochs and start <= epochs and run.recipe["schedule"] != "constant":
             step = state["epoch"] * training.steps_per_epoch
             print(f"NOTE: the schedule changes: epochs 1-{start - 1} followed the {planned}-epoch schedule; epochs "
                   f"{start}-{epochs} follow the {epochs}-epoch one from its step {step} (metrics.json records both "

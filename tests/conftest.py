@@ -14,11 +14,19 @@ SHARED_COURSE_DATA = REPO.parent / "shared" / "data" / "cs543_mp4"
 
 @pytest.fixture(scope="session")
 def course_data():
-    """The course's data folder: the repo's data/ once prepared, else the shared copy beside the repo."""
+    """The course's data folder: the repo's data/ once prepared, else the shared copy beside the repo.
+
+    The course data is not public: where it is absent (the published repository's workflow on GitHub), the
+    tests that need it skip, saying so. Where it must be (.ci/run sets CS543_REQUIRE_DATA=1), they fail.
+    """
     for candidate in (REPO / "data", SHARED_COURSE_DATA):
         if (candidate / "classes.txt").is_file():
             return candidate
-    pytest.fail("course data not found: run `cs543-prepare-data --source PATH` first")
+    message = ("the course data (the cs543_mp4 folder: data/ or ../shared/data/cs543_mp4) is not here: prepare it "
+               "with `cs543-prepare-data --source PATH`")
+    if os.environ.get("CS543_REQUIRE_DATA"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture

@@ -29,8 +29,23 @@ def test_a_busy_machine_is_refused_in_one_line_unless_forced(monkeypatch):
     assert "\n" not in str(exit_info.value)
     timing.refuse_if_busy(force=True)  # --force times anyway
     monkeypatch.setattr(timing, "other_training_processes", lambda: [])
-    monkeypatch.setattr(timing.os, "getloadavg", lambda: (7.5, 7.0, 6.0))
+    monkeypatch.setattr(timing, "load_average", lambda: 7.5)
     with pytest.raises(SystemExit, match=r"load average 7.5 on \d+ cores"):
         timing.refuse_if_busy()
-    monkeypatch.setattr(timing.os, "getloadavg", lambda: (0.1, 0.2, 0.3))
+    monkeypatch.setattr(timing, "load_average", lambda: 0.1)
     timing.refuse_if_busy()  # quiet: no refusal
+
+
+def test_another_pytorch_process_is_found_and_the_load_is_read_without_os_getloadavg(monkeypatch):
+    """The busy check reads the process table and the load through psutil, so it works where os.getloadavg and
+    /proc do not exist (Windows): a real second process named like a bench is found."""
+    import subprocess
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "bench/pretend.py"])
+    try:
+        monkeypatch.delattr(timing.os, "getloadavg")
+        assert any(entry.startswith(f"{other.pid} (") for entry in timing.other_training_processes())
+        assert timing.load_average() >= 0
+    finally:
+        other.kill()
+        other.wait()

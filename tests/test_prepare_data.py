@@ -72,7 +72,7 @@ def test_a_failed_copy_keeps_the_previous_data(tmp_path, tiny_course_data, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("tools.prepare_data.shutil.copyfile", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"cannot write .*: No space left on device \(the previous data is intact\)"):
         prepare(tiny_course_data, target)
     assert files_under(target) == before  # the old copy stays until a new one is complete
 
@@ -93,3 +93,53 @@ def test_a_damaged_zip_leaves_nothing_unpacked(tmp_path, tiny_course_data):
     with pytest.raises(UserError, match="no classes.txt"):
         prepare(incomplete, tmp_path / "repo-data")
     assert not (tmp_path / "repo-data" / ".unpacked").exists()
+
+
+def test_preparing_a_folder_back_from_its_linked_copy_is_refused(tmp_path, tiny_course_data):
+    """B prepared from A with --link, then A from B with --link, emptied A (every entry of B resolves into A)."""
+    before = files_under(tiny_course_data)
+    linked = prepare(tiny_course_data, tmp_path / "B", link=True)
+    for link in (True, False):
+        with pytest.raises(UserError, match=r"is a link into --data-dir"):
+            prepare(linked, tiny_course_data, link=link)
+    assert files_under(tiny_course_data) == before
+
+
+def test_a_relative_or_symlinked_source_is_compared_where_it_resolves(tmp_path, tiny_course_data, monkeypatch):
+    """The same-folder check compares resolved paths: a source given relative to another directory, or through a
+    symbolic link, is still the destination."""
+    before = files_under(tiny_course_data)
+    monkeypatch.chdir(tiny_course_data / "train")
+    with pytest.raises(UserError, match="are the same folder or one holds the other"):
+        prepare("..", tiny_course_data, link=True)  # relative: ".." is the data folder itself
+    alias = tmp_path / "alias"
+    alias.symlink_to(tiny_course_data, target_is_directory=True)
+    with pytest.raises(UserError, match="are the same folder or one holds the other"):
+        prepare(alias, tiny_course_data)
+    assert files_under(tiny_course_data) == before
+
+
+def test_a_loop_of_links_is_refused_in_one_line(tmp_path, tiny_course_data):
+    source = tmp_path / "looped"
+    shutil.copytree(tiny_course_data, source)
+    shutil.rmtree(source / "train")
+    (source / "train").symlink_to(source / "train2")
+    (source / "train2").symlink_to(source / "train")
+    with pytest.raises(UserError, match="is a loop of symbolic links"):
+        prepare(source, tmp_path / "d", link=True)
+
+
+def test_link_without_the_right_to_make_links_copies_and_says_so(tmp_path, tiny_course_data, monkeypatch, capsys):
+    """Windows without Developer Mode refuses symlinks (OSError 1314): --link copies instead, with one line."""
+    from pathlib import Path
+
+    def refused(self, target, target_is_directory=False):
+        raise OSError(1314, "A required privilege is not held by the client")
+
+    monkeypatch.setattr(Path, "symlink_to", refused)
+    target = prepare(tiny_course_data, tmp_path / "d", link=True)
+    assert not (target / "val").is_symlink() and (target / "val" / "0.png").is_file()
+    assert files_under(target) == files_under(tiny_course_data)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: this account cannot make symbolic links in {tmp_path / 'd'} (on Windows: "
+                        "Developer Mode is off); copying instead"]

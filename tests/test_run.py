@@ -145,14 +145,14 @@ def test_settings_precedence_recipe_then_checkpoint_then_flags(tmp_path):
         settings(q1_train, "--eval-only", "--model", "basenet", "--checkpoint-dir", str(ckpt))
 
 
-HOLD = "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); " \
-       "f.write('%d' % __import__('os').getpid()); f.flush(); print('held', flush=True); time.sleep(60)"
+HOLD = ("import sys, time\nfrom common.folders import locked\nwith locked(sys.argv[1]):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n")
 
 
 def test_a_folder_in_use_is_refused_and_a_killed_runs_lock_is_not(tmp_path):
     ckpt = tmp_path / "C"
     ckpt.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ckpt / ".lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ckpt)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "held"
         run = settings(q1_train, "--checkpoint-dir", str(ckpt), "--out-dir", str(tmp_path / "O"))
@@ -217,10 +217,10 @@ def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch, capsy
     """Some network and cloud-drive mounts refuse flock itself: that is no other run, so the run goes on."""
     import errno
 
-    def unsupported(handle, operation):
+    def unsupported(handle):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(folders.fcntl, "flock", unsupported)
+    monkeypatch.setattr(folders, "_try_lock", unsupported)
     run = settings(q1_train, "--checkpoint-dir", str(tmp_path / "C"), "--out-dir", str(tmp_path / "C"))
     with owned(run):
         pass

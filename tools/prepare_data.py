@@ -39,32 +39,78 @@ def copy_split(source, target):
         print(f"warning: {warning}; not copied", file=sys.stderr)
 
 
+def overlaps(a, b):
+    return a == b or a in b.parents or b in a.parents
+
+
 def refuse_overlap(root, data_dir):
-    """Preparing a folder from itself, or from a folder inside or around it, would replace the course's files
-    with links to themselves or delete them before copying: refused, before anything is touched."""
-    source, target = root.resolve(), data_dir.resolve()
-    if source == target or target in source.parents or source in target.parents:
+    """Preparing a folder from itself, from a folder inside or around it, or from a folder whose entries are
+    links into it (a folder prepared from it with --link) would replace the course's files with links to
+    themselves or delete them before copying: refused, before anything is touched. Every path is compared
+    where it resolves, so a relative or symlinked --source is caught as well."""
+    target = data_dir.resolve()
+    if overlaps(root.resolve(), target):
         raise UserError(f"--source {root} and --data-dir {data_dir} are the same folder or one holds the other "
-                        f"({source} and {target}); give the course's own data folder as --source")
+                        f"({root.resolve()} and {target}); give the course's own data folder as --source")
+    for entry in ENTRIES:
+        try:
+            resolved = (root / entry).resolve(strict=True)
+        except FileNotFoundError:
+            continue  # fill() names what is missing
+        except (OSError, RuntimeError):
+            raise UserError(f"--source {root}: {root / entry} is a loop of symbolic links; give the course's own "
+                            "data folder as --source") from None
+        if overlaps(resolved, target):
+            raise UserError(f"--source {root}: {root / entry} is a link into --data-dir {data_dir} ({resolved}); "
+                            "give the course's own data folder as --source")
+
+
+def same_content(source, built):
+    """Is `built` (a fresh copy or link) complete: the same course files, or the same bytes count?"""
+    if source.is_dir():
+        return sorted(p.name for p in split_files(built)[0]) == sorted(p.name for p in split_files(source)[0])
+    return built.stat().st_size == source.stat().st_size
 
 
 def place(source, target, link):
-    """Put `source` at `target`: the new copy or link is built beside the old one and swapped in only once
-    it is complete, so a failure leaves the old one in place."""
+    """Put `source` at `target`: the new copy or link is built beside the old one, checked complete, and
+    swapped in only then, so a failure leaves the old one in place."""
     fresh = target.with_name(f".{target.name}.new")
-    remove(fresh)
-    if link:
-        fresh.symlink_to(source.resolve())
-    elif source.is_dir():
-        copy_split(source, fresh)
-    else:
-        shutil.copyfile(source, fresh)
-    old = target.with_name(f".{target.name}.old")
-    remove(old)
-    if target.is_symlink() or target.exists():
-        target.rename(old)
-    fresh.rename(target)
-    remove(old)
+    try:
+        remove(fresh)
+        if link:
+            fresh.symlink_to(source.resolve(), target_is_directory=source.is_dir())
+        elif source.is_dir():
+            copy_split(source, fresh)
+        else:
+            shutil.copyfile(source, fresh)
+        if not same_content(source, fresh):
+            raise OSError(f"{fresh} does not match {source} after {'linking' if link else 'copying'}")
+        old = target.with_name(f".{target.name}.old")
+        remove(old)
+        if target.is_symlink() or target.exists():
+            target.rename(old)
+        fresh.rename(target)
+        remove(old)
+    except OSError as error:
+        remove(fresh)
+        if link:
+            raise
+        raise UserError(f"cannot write {target}: {error.strerror or error} (the previous data is intact)") from None
+
+
+def can_link(data_dir):
+    """Can this account make symbolic links in `data_dir`? (Windows without Developer Mode cannot.)"""
+    probe = data_dir / ".link-probe"
+    try:
+        remove(probe)
+        probe.symlink_to(data_dir.resolve(), target_is_directory=True)
+    except OSError:
+        return False
+    finally:
+        if probe.is_symlink():
+            probe.unlink()
+    return True
 
 
 def remove(path):
@@ -107,6 +153,11 @@ def fill(root, data_dir, link, unpacked=False):
     missing = [entry for entry in ENTRIES if not (root / entry).exists()]
     if missing:
         raise UserError(f"{root}: missing {', '.join(missing)}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if link and not can_link(data_dir):
+        print(f"warning: this account cannot make symbolic links in {data_dir} (on Windows: Developer Mode is "
+              "off); copying instead", file=sys.stderr)
+        link = False
     for entry in ENTRIES:
         target = data_dir / entry
         target.parent.mkdir(parents=True, exist_ok=True)

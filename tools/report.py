@@ -60,8 +60,9 @@ def problem_of(metrics, question):
         return f"no {', '.join(missing)}"
     wrong = [f"{key} is {type(metrics[key]).__name__}" for key, types in required.items()
              if isinstance(metrics[key], bool) or not isinstance(metrics[key], types)]
-    wrong = wrong or [f"{key} holds a non-number" for key, types in required.items() if types is TABLE and key != "config"
-              and not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in metrics[key].values())]
+    wrong = wrong or [f"{key} holds a non-number" for key, types in required.items()
+                      if types is TABLE and key != "config"
+                      and not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in metrics[key].values())]
     if wrong:
         return "; ".join(wrong)
     if question in BUILDERS:

@@ -1,0 +1,214 @@
+"""The folders a run owns (common/folders.py): the lock against another process, which run a folder holds,
+and that nothing is deleted before every check that can fail has passed. None of these tests trains."""
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from common.folders import claim, locked, open_folders
+from common.loop import Training, fit, validated_epochs
+from common.runtime import UserError, check_checkout, pick_device
+from q1_fashion import train as q1_train
+from q2_segmentation import train as q2_train
+from tests.helpers import REPO, settings
+
+TRY_LOCK = """
+import sys
+from common.folders import locked
+from common.runtime import UserError
+try:
+    with locked(sys.argv[1]):
+        print("got it")
+except UserError as error:
+    print("refused:", error)
+"""
+
+
+def another_process_tries(folder):
+    done = subprocess.run([sys.executable, "-c", TRY_LOCK, str(folder)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    return done.stdout.strip()
+
+
+def test_a_folder_this_process_holds_is_refused_to_another_process_until_released(tmp_path):
+    """The lock is held for as long as the run is open, and released when it ends (another process, the oracle)."""
+    with locked(tmp_path):
+        assert another_process_tries(tmp_path) == (f"refused: {tmp_path} is in use by another run (process "
+                                                   f"{__import__('os').getpid()}); wait for it to finish, or give "
+                                                   "this run another folder")
+    assert another_process_tries(tmp_path) == "got it"
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_line(tmp_path):
+    (tmp_path / ".lock").mkdir()  # a .lock that open() cannot write, whoever runs the test (root included)
+    with pytest.raises(UserError, match=r"cannot lock .*: .*\.lock cannot be opened for writing"), locked(tmp_path):
+        pass
+    with locked(tmp_path, optional=True):  # a folder only read (--eval-only's checkpoints) goes on unlocked
+        pass
+
+
+def test_a_17_epoch_run_validating_every_7_validates_7_14_and_17(tmp_path):
+    """Q2's default: validation every 7 epochs and at the last, so best.pt can come from epoch 17."""
+    assert validated_epochs(17, 7) == [7, 14, 17]
+    model = torch.nn.Linear(2, 2)
+    run = SimpleNamespace(recipe={"schedule": "constant", "epochs": 17}, precision="fp32", device=torch.device("cpu"),
+                          checkpoint_dir=tmp_path, mode="train", record={}, run_id="t",
+                          question=SimpleNamespace(name="t"))
+    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=1)
+    seen = []
+    history = fit(training, lambda epoch: 1.0, lambda: seen.append(len(seen)) or {"score": len(seen)}, "score",
+                  eval_every=7)
+    assert [record["epoch"] for record in history if "score" in record] == [7, 14, 17]
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 17
+
+
+def write_checkpoint(folder, run, epoch=1, names=("last.pt", "best.pt")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": epoch, "best": 0.0, "history": [],
+                    "config": run.record, "rng": None, "run_id": run.run_id, "question": run.question.name},
+                   folder / name)
+
+
+def finished_run(tmp_path, ckpt="C", out="O"):
+    """A finished Q1 run's files: checkpoints, results and both markers."""
+    run = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / ckpt), "--out-dir",
+                   str(tmp_path / out))
+    with open_folders(run):
+        claim(run)
+    write_checkpoint(tmp_path / ckpt, run)
+    for name in ("metrics.json", q1_train.PREDICTIONS):
+        (tmp_path / out / name).write_text(json.dumps({"run_id": run.run_id}))
+    return run
+
+
+def contents(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.name != ".lock"}
+
+
+def test_overwrite_deletes_nothing_when_a_later_check_fails(tmp_path, capsys):
+    """--overwrite --data-dir /missing deleted best.pt and last.pt, then stopped on the missing data."""
+    finished_run(tmp_path)
+    before = contents(tmp_path / "C"), contents(tmp_path / "O")
+    with pytest.raises(UserError, match="fashion_secret_test_data.npy not found"):
+        q1_train.main(["--model", "basenet", "--overwrite", "--data-dir", str(tmp_path / "missing"),
+                       "--checkpoint-dir", str(tmp_path / "C"), "--out-dir", str(tmp_path / "O")])
+    assert (contents(tmp_path / "C"), contents(tmp_path / "O")) == before
+
+
+def test_overwrite_clears_the_replaced_runs_outputs_from_both_folders(tmp_path):
+    """An --overwrite stopped after its first epoch must not leave the old run's predictions beside its own."""
+    old = finished_run(tmp_path)
+    (tmp_path / "O" / "notes.txt").write_text("mine")  # not a file a run writes: never touched
+    new = settings(q1_train, "--model", "basenet", "--overwrite", "--checkpoint-dir", str(tmp_path / "C"),
+                   "--out-dir", str(tmp_path / "O"))
+    with open_folders(new):
+        claim(new)
+    assert sorted(contents(tmp_path / "C")) == ["run.json"] and sorted(contents(tmp_path / "O")) == ["notes.txt",
+                                                                                                     "run.json"]
+    for folder in ("C", "O"):
+        assert json.loads((tmp_path / folder / "run.json").read_text())["run_id"] == new.run_id != old.run_id
+
+
+def test_a_fresh_run_refuses_a_results_folder_holding_another_run(tmp_path):
+    finished_run(tmp_path)
+    before = contents(tmp_path / "O")
+    fresh = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "C2"), "--out-dir",
+                     str(tmp_path / "O"))
+    with pytest.raises(UserError) as error, open_folders(fresh):
+        pass
+    assert str(error.value).startswith(f"{tmp_path / 'O'} holds another run's results (metrics.json of run ")
+    assert str(error.value).endswith("give this run another --out-dir, or replace them with --overwrite")
+    assert contents(tmp_path / "O") == before
+
+
+def test_eval_only_writes_into_its_own_runs_results_folder_and_never_into_another_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr("common.run.RESULTS_DIR", tmp_path / "results")
+    mine = finished_run(tmp_path, ckpt="elsewhere/ck", out="mine")
+    evaluated = settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "elsewhere" / "ck"))
+    assert evaluated.out_dir == tmp_path / "mine" and evaluated.run_id == mine.run_id  # its marker says where
+    # the default results folder holds a different run: refused, not rewritten
+    other = finished_run(tmp_path, ckpt="other", out="results/q1_fashion/basenet")
+    (tmp_path / "mine" / "run.json").unlink()  # the run's own folder no longer says it is its own
+    (tmp_path / "mine" / "metrics.json").unlink()
+    (tmp_path / "mine" / q1_train.PREDICTIONS).unlink()
+    evaluated = settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "elsewhere" / "ck"))
+    assert evaluated.out_dir == tmp_path / "results" / "q1_fashion" / "basenet"
+    with pytest.raises(UserError, match=f"holds another run's results .*run {other.run_id}.*give --out-dir a folder "
+                                        "of its own"), open_folders(evaluated):
+        pass
+
+
+def test_a_folder_with_only_best_pt_or_only_last_pt_can_be_resumed_or_evaluated(tmp_path, capsys):
+    """After a full disk (best.pt written, last.pt not) or a stop before the first validation (last.pt only), a
+    fresh run is refused, so --resume and --eval-only must work rather than say 'train first'."""
+    run = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "C"))
+    write_checkpoint(tmp_path / "C", run, names=("best.pt",))
+    resumed = settings(q1_train, "--resume", "--checkpoint-dir", str(tmp_path / "C"))
+    assert resumed.saved["epoch"] == 1 and f"{tmp_path / 'C' / 'last.pt'} is missing; continuing from best.pt" in \
+        capsys.readouterr().out
+    (tmp_path / "C" / "best.pt").rename(tmp_path / "C" / "last.pt")
+    assert settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "C")).saved["epoch"] == 1
+
+
+def test_a_checkpoint_of_the_other_question_is_one_line(tmp_path):
+    q1 = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "Q1"))
+    write_checkpoint(tmp_path / "Q1", q1)
+    with pytest.raises(UserError, match=r"last.pt is a checkpoint of q1_fashion, not q2_segmentation: use python "
+                                        r"q1_fashion/train.py"):
+        settings(q2_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "Q1"))
+    q2 = settings(q2_train, "--backbone", "efficientnet_lite0", "--checkpoint-dir", str(tmp_path / "Q2"))
+    saved = {**q2.record}
+    (tmp_path / "Q2").mkdir()
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 1, "best": 0.0, "history": [],
+                "config": saved, "rng": None}, tmp_path / "Q2" / "last.pt")  # an older checkpoint: no "question"
+    with pytest.raises(UserError, match="is a checkpoint of q2_segmentation, not q1_fashion"):
+        settings(q1_train, "--resume", "--checkpoint-dir", str(tmp_path / "Q2"))
+
+
+def test_resume_without_final_names_the_final_run_beside_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("common.run.CHECKPOINTS_DIR", tmp_path / "checkpoints")
+    final = settings(q1_train, "--final")
+    write_checkpoint(final.checkpoint_dir, final)
+    for flag in ("--resume", "--eval-only"):
+        with pytest.raises(UserError) as error:
+            settings(q1_train, flag)
+        assert str(error.value) == (f"no checkpoint in {tmp_path / 'checkpoints' / 'q1_fashion' / 'improved'} (a "
+                                    f"--final run of this model is in {final.checkpoint_dir}: add --final); train "
+                                    "first: python q1_fashion/train.py --model improved")
+
+
+def test_device_mps_without_an_apple_gpu_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--device mps was requested but PyTorch sees no Apple GPU"):
+        pick_device("mps")
+
+
+def test_a_script_of_one_checkout_importing_another_is_refused(tmp_path):
+    other = tmp_path / "other-checkout"
+    (other / "common").mkdir(parents=True)
+    (other / "common" / "paths.py").write_text("")
+    (other / "pyproject.toml").write_text("")
+    with pytest.raises(UserError) as error:
+        check_checkout(str(other / "q1_fashion" / "train.py"))
+    assert str(error.value).startswith(f"{other / 'q1_fashion' / 'train.py'} is in the checkout {other}, but Python "
+                                       f"imports this project from {REPO}")
+    check_checkout(str(REPO / "q1_fashion" / "train.py"))  # its own checkout: fine
+    check_checkout(str(tmp_path / "bin" / "cs543-check"))  # a console script: no checkout to compare
+
+
+def test_the_checkout_check_runs_before_a_script_does_anything(tmp_path):
+    """The real case: a copy of the scripts whose `common` comes from this checkout (as after pip install -e)."""
+    other = tmp_path / "copy"
+    for part in ("common", "q1_fashion"):
+        (other / part).mkdir(parents=True)
+    (other / "common" / "paths.py").write_text("")
+    (other / "pyproject.toml").write_text("")
+    (other / "q1_fashion" / "train.py").write_text((REPO / "q1_fashion" / "train.py").read_text())
+    done = subprocess.run([sys.executable, str(other / "q1_fashion" / "train.py"), "--help"], capture_output=True,
+                          text=True, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"error: {other / 'q1_fashion' / 'train.py'} is in the checkout {other}")
