@@ -144,6 +144,35 @@ def main():
                                        *folders(scratch, "k")],
         signal_after=(scratch / "k" / "ckpt" / "last.pt", signal.SIGTERM))
 
+    # a finished Q1 run, then what may not touch it
+    q1_run = folders(scratch, "q1run")
+    run("Q1, one epoch to make a run (expected to succeed)",
+        [q1, "--model", "basenet", "--epochs", "1", "--limit", "2000", *q1_run])
+    run("Q1, --overwrite with a missing --data-dir", [q1, "--model", "basenet", "--overwrite", "--data-dir",
+                                                      str(scratch / "none"), *q1_run])
+    print(f"  its last.pt and predictions still there: {(scratch / 'q1run' / 'ckpt' / 'last.pt').is_file()} and "
+          f"{(scratch / 'q1run' / 'out' / 'Q1_label_predictions.npy').is_file()}")
+    run("Q1, --overwrite --seed -1", [q1, "--model", "basenet", "--overwrite", "--seed", "-1", *q1_run])
+    run("Q1, a fresh run with --out-dir of that run's results",
+        [q1, "--model", "basenet", "--epochs", "1", "--limit", "2000", "--out-dir", str(scratch / "q1run" / "out"),
+         "--checkpoint-dir", str(scratch / "other-ckpt")])
+    run("Q2, --eval-only of a Q1 checkpoint", [q2, "--eval-only", "--checkpoint-dir", str(scratch / "q1run" / "ckpt")])
+    run("Q1, --resume of a Q2 checkpoint", [q1, "--resume", "--checkpoint-dir", str(scratch / "made" / "ckpt")])
+    run("Q1, --holdout 60000", [q1, "--holdout", "60000", *folders(scratch, "l")])
+    run("Q1, --holdout 55000", [q1, "--holdout", "55000", *folders(scratch, "l")])
+    run("Q1, --device mps where there is none", [q1, "--device", "mps", *folders(scratch, "m")])
+    locked_out = scratch / "locked"
+    (locked_out / ".lock").mkdir(parents=True)
+    run("Q1, a .lock that cannot be opened", [q1, "--model", "basenet", "--out-dir", str(locked_out),
+                                              "--checkpoint-dir", str(locked_out)])
+    only_best = scratch / "only-best"
+    shutil.copytree(scratch / "q1run" / "ckpt", only_best)
+    (only_best / "last.pt").unlink()
+    run("Q1, a fresh run where only best.pt is left", [q1, "--model", "basenet", "--checkpoint-dir", str(only_best),
+                                                       "--out-dir", str(scratch / "ob-out")])
+    run("Q1, --resume where only best.pt is left", [q1, "--resume", "--checkpoint-dir", str(only_best), "--out-dir",
+                                                    str(scratch / "ob-out")], pick="is missing")
+
     course = tiny_course(scratch / "course")
     (course / "fashion").mkdir()
     np.save(course / "fashion" / "fashion_secret_test_data.npy", np.zeros((2, 28, 28), np.uint8))
@@ -158,6 +187,19 @@ def main():
     run("cs543-prepare-data with a damaged zip", ["-m", "tools.prepare_data", "--source", str(damaged_zip),
                                                   "--data-dir", str(scratch / "zip-data")])
     print(f"  .unpacked left behind: {(scratch / 'zip-data' / '.unpacked').exists()}")
+    course_b = scratch / "course-b"
+    run("cs543-prepare-data: B linked from the course folder A (expected to succeed)",
+        ["-m", "tools.prepare_data", "--source", str(course), "--data-dir", str(course_b), "--link"])
+    run("cs543-prepare-data: A linked back from B", ["-m", "tools.prepare_data", "--source", str(course_b),
+                                                     "--data-dir", str(course), "--link"])
+    print(f"  A's train images still there: {len(list((course / 'train').glob('*.jpg')))}")
+    typed = scratch / "typed"
+    (typed / "q1_fashion" / "basenet").mkdir(parents=True)
+    (typed / "q1_fashion" / "basenet" / "metrics.json").write_text(
+        '{"model": "basenet", "params": 4414, "epochs": 1, "train_seconds": 1.0, "val_accuracy": "88.1", '
+        '"val_per_class": {}, "config": null}')
+    run("cs543-report with a string accuracy and config null", ["-m", "tools.report", "--results-dir", str(typed)],
+        pick="warning")
     results = scratch / "results"
     (results / "q1_fashion" / "basenet").mkdir(parents=True)
     (results / "q1_fashion" / "basenet" / "metrics.json").write_text('{"model": "basenet", "val_acc')
