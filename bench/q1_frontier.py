@@ -32,7 +32,7 @@ def main():
         total, _, metrics = run_training("q1_fashion/train.py", shlex.split(flags), "val_accuracy", echo=False)
         config = metrics["config"]
         rows.append([flags or "(default)", f"width {config['width']}, depth {config['depth']}",
-                     f"{metrics['params']:,}", str(metrics["epochs"]), metrics["precision"],
+                     f"{metrics['params']:,}", str(metrics["epochs"]), metrics["train_precision"],
                      "flip" if config["tta"] else "none", f"{total:.0f}", f"{metrics['val_accuracy']:.2f}"])
         print(f"{rows[-1]}", flush=True)
     print("\n| flags | model | parameters | epochs | precision | TTA | seconds | val % |")

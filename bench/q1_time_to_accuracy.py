@@ -20,7 +20,7 @@ def main():
     # the run's files go to a scratch folder, unless --out-dir (and --checkpoint-dir) say where to keep them
     total, epochs, metrics = run_training("q1_fashion/train.py", extra, "val_accuracy")
     print(f"\nmodel: {metrics['model']} ({metrics['params']:,} parameters), {metrics['epochs']} epochs, "
-          f"precision {metrics['precision']}, flip TTA {metrics['config']['tta']}")
+          f"precision {metrics['train_precision']}, {metrics['views']}")
     print(f"total_seconds (training + prediction, process start to exit): {total:.1f} (budget {BUDGET})")
     print(f"train_seconds: {metrics['train_seconds']}")
     print(f"best_val_accuracy (the checkpoint behind the prediction file): {metrics['val_accuracy']:.2f}")

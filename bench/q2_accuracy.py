@@ -34,7 +34,7 @@ def main():
                      "best_epoch": best["epoch"], "best_epoch_mIoU": best["val_mIoU"],
                      "last_epoch_mIoU": history[-1]["val_mIoU"], "last_epoch_mAP": history[-1]["val_mAP"]})
         print(f"\nrun: {metrics['backbone']} {metrics['model']} ({metrics['params']:,} parameters), "
-              f"{metrics['epochs']} epochs, precision {metrics['precision']}, best epoch {metrics['best_epoch']}")
+              f"{metrics['epochs']} epochs, precision {metrics['train_precision']}, best epoch {metrics['best_epoch']}")
         print("per class: " + ", ".join(f"{name} AP {metrics['val_ap'][name]:.3f} IoU {metrics['val_iou'][name]:.3f}"
                                         for name in metrics["val_ap"]))
     print("\n| seed | seconds | val mAP | val mIoU | best epoch: mIoU (per-epoch protocol) | last epoch: mIoU |")

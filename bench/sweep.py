@@ -14,14 +14,13 @@ processes that share the storage, each with cores/N threads: two PyTorch process
     python bench/sweep.py q1 --trials 2 --epochs 1 --limit 2000      # a quick look at the machinery
 """
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from bench.timing import bench_parser, refuse_if_busy
+from bench.timing import bench_parser, follow, refuse_if_busy
 from common.cli import as_words
 from common.paths import REPO_ROOT
 from common.run import requested
@@ -56,7 +55,6 @@ SPACES = {
 }
 SCRIPTS = {"q1": q1_train, "q2": q2_train}
 QUESTIONS = {question: script.QUESTION for question, script in SCRIPTS.items()}
-EPOCH_LINE = re.compile(r"epoch +(\d+)/\d+")
 
 
 def suggest(trial, levers):
@@ -105,24 +103,23 @@ def run_trial(trial, space, extra, threads):
     with tempfile.TemporaryDirectory() as scratch:
         command = [sys.executable, space["script"], *suggest(trial, space["levers"]), "--holdout",
                    str(space["holdout"]), *extra, "--out-dir", f"{scratch}/out", "--checkpoint-dir", f"{scratch}/c"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=env)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        with open(Path(scratch) / "output.txt", "w") as output:
+            process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, env=env)
         best = None
-        for line in process.stdout:
-            match = EPOCH_LINE.match(line)
-            found = re.search(rf"{space['key']} ([0-9.]+)", line)
-            if match and found:
-                value = float(found.group(1))
+        for record in follow(process, Path(scratch) / "out" / "history.jsonl"):
+            if space["key"] in record:
+                value = record[space["key"]]
                 best = value if best is None else max(best, value)
-                trial.report(value, int(match.group(1)))
-                print(f"trial {trial.number}: epoch {match.group(1)}, {space['key']} {value}", flush=True)
+                trial.report(value, record["epoch"])
+                print(f"trial {trial.number}: epoch {record['epoch']}, {space['key']} {value}", flush=True)
                 if trial.should_prune():
                     process.kill()
                     process.wait()
                     raise optuna.TrialPruned()
         if process.wait() != 0 or best is None:
-            raise RuntimeError(f"train.py failed (exit {process.returncode}): {' '.join(command)}")
+            tail = (Path(scratch) / "output.txt").read_text().strip().splitlines()[-1:]
+            raise RuntimeError(f"train.py failed (exit {process.returncode}): {' '.join(command)}: {tail}")
         return best
 
 

@@ -2,7 +2,6 @@
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -85,24 +84,40 @@ def median_ratio(a, b):
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
-def run_script(argv, epoch_pattern, key, echo=True):
-    """Run a train.py as a child process, echoing its output (`echo`); timestamp each epoch line.
+def read_history(path):
+    """The epoch records of a run's history.jsonl (see common.loop.fit); [] before the first epoch ends."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
 
-    Returns (total wall seconds, [(seconds since start, epoch, metric value), ...]).
+
+def follow(process, history, poll=0.5):
+    """Yield each epoch record of `history` (a history.jsonl) as the running `process` writes it, until it ends.
+    The file is replaced whole after each epoch (atomically), so a record is never read half written."""
+    seen = 0
+    while True:
+        ended = process.poll() is not None
+        records = read_history(history)
+        yield from records[seen:]
+        seen = max(seen, len(records))
+        if ended:
+            return
+        time.sleep(poll)
+
+
+def run_script(argv, out_dir, key, echo=True):
+    """Run a train.py as a child process writing into `out_dir`, its output shown (`echo`) or dropped.
+
+    Returns (total wall seconds, [(seconds since start, epoch, metric value), ...]) for the epochs whose
+    record in out_dir/history.jsonl holds `key`.
     """
-    started = time.perf_counter()
-    # unbuffered, so each epoch line arrives (and is timestamped) when the child prints it
-    process = subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    epochs = []
-    for line in process.stdout:
-        if echo:
-            print(line, end="", flush=True)
-        match = re.match(epoch_pattern, line)
-        if match and key in line:
-            value = float(re.search(rf"{key} ([0-9.]+)", line).group(1))
-            epochs.append((time.perf_counter() - started, int(match.group(1)), value))
+    started, wall = time.perf_counter(), time.time()
+    output = None if echo else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, stdout=output, stderr=output)
+    epochs = [(record["finished_at"] - wall, record["epoch"], record[key])
+              for record in follow(process, Path(out_dir) / "history.jsonl") if key in record]
     if process.wait() != 0:
         raise SystemExit(f"{' '.join(argv)} failed with exit code {process.returncode}")
     return time.perf_counter() - started, epochs
@@ -120,5 +135,5 @@ def run_training(script, args, key, echo=True):
         out = Path(args[args.index("--out-dir") + 1]) if "--out-dir" in args else Path(scratch) / "out"
         folders = [] if "--out-dir" in args else ["--out-dir", str(out)]
         folders += [] if "--checkpoint-dir" in args else ["--checkpoint-dir", str(Path(scratch) / "c")]
-        total, epochs = run_script([script, *args, *folders], r"epoch +(\d+)/", key, echo)
+        total, epochs = run_script([script, *args, *folders], out, key, echo)
         return total, epochs, json.loads((out / "metrics.json").read_text())

@@ -1,5 +1,6 @@
 """The epoch loop both questions share: the optimizer's companions (schedule, weight average, loss scaler),
 one training epoch, and fit(), which trains, validates and checkpoints best and last, resuming exactly."""
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from tqdm import tqdm
 from common.average import WeightAverage
 from common.checkpoint import load_checkpoint, load_weights, prediction_weights, restore_rng, save_checkpoint
 from common.precision import autocast, make_scaler
-from common.runtime import UserError
+from common.runtime import UserError, write_text
+
+HISTORY = "history.jsonl"  # in the results folder: one JSON object per finished epoch, for tools to read
 
 
 class TrainingStopped(UserError):
@@ -133,7 +136,9 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
     Each epoch ends with `last.pt` (and `best.pt` when `score_key` improved) written atomically, with the
     RNG states, the weight average and the fp16 loss scaler, so a resumed run continues exactly as an
     uninterrupted one would. Each history record holds the epoch's wall time under "seconds"; their sum
-    is the training time. Returns the history.
+    is the training time. After each epoch the results folder's history.jsonl holds the records so far, one
+    JSON object a line, each with "finished_at" (Unix time): what the benches and the sweep read while a run
+    goes on (the printed epoch line is for people). Returns the history.
     """
     run = training.run
     history, best, start, stretches = [], -math.inf, 1, []
@@ -157,7 +162,7 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
         stretches = [*stretches, {"first_epoch": start, "last_epoch": start - 1, "schedule_epochs": epochs,
                                   "precision": run.precision, "device": run.device.type,
                                   "resumed": run.mode == "resume"}]
-    validated = validated_epochs(epochs, eval_every)
+    validated, finished = validated_epochs(epochs, eval_every), {}
     for epoch in range(start, epochs + 1):
         began = time.perf_counter()
         record = {"epoch": epoch, "train_loss": run_epoch(epoch)}
@@ -172,6 +177,9 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
             best = record[score_key]
             training.checkpoint(run.checkpoint_dir / "best.pt", epoch, best, history, stretches)
         training.checkpoint(run.checkpoint_dir / "last.pt", epoch, best, history, stretches)
+        finished[epoch] = time.time()
+        write_text(run.out_dir / HISTORY, "".join(json.dumps({**record, "finished_at": finished.get(record["epoch"])})
+                                                  + "\n" for record in history))
     return history
 
 
