@@ -55,7 +55,7 @@ def test_a_17_epoch_run_validating_every_7_validates_7_14_and_17(tmp_path):
     assert validated_epochs(17, 7) == [7, 14, 17]
     model = torch.nn.Linear(2, 2)
     run = SimpleNamespace(recipe={"schedule": "constant", "epochs": 17}, precision="fp32", device=torch.device("cpu"),
-                          checkpoint_dir=tmp_path, mode="train", record={}, run_id="t",
+                          checkpoint_dir=tmp_path, out_dir=tmp_path, mode="train", record={}, run_id="t",
                           question=SimpleNamespace(name="t"))
     training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=1)
     seen = []
