@@ -30,8 +30,8 @@ def fake_run(tmp_path, **recipe):
     """The parts of a Run that the epoch loop reads."""
     recipe = {"schedule": "onecycle", "epochs": 3, "ema_decay": 0.9, **recipe}
     return SimpleNamespace(recipe=recipe, precision="fp32", device=torch.device("cpu"), checkpoint_dir=tmp_path,
-                           out_dir=tmp_path, mode="train", saved=None, record=dict(recipe), final=False, hint="train first",
-                           run_id="test", question=SimpleNamespace(name="test"))
+                           out_dir=tmp_path, mode="train", saved=None, record=dict(recipe), final=False,
+                           hint="train first", run_id="test", question=SimpleNamespace(name="test"))
 
 
 def save(path, model, ema, epoch):
