@@ -14,54 +14,46 @@ import torch
 from torch import nn
 
 from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy
-from common.data import batch_bounds
-from common.loop import Training
+from common.paths import DATA_DIR
 from common.precision import CPU_BF16_FLAGS, autocast, cpu_flags
 from common.run import resolve
 from q1_fashion import train as q1_train
-from q1_fashion.models import build_model as build_q1
 from q2_segmentation import train as q2_train
-from q2_segmentation.models import build_model as build_q2
+
+
+def resolved(question, *flags):
+    """The run train.py resolves from these flags (the default model's recipe, random trunk weights for Q2)."""
+    module = q1_train if question == "q1" else q2_train
+    extra = ["--backbone", "efficientnet_lite0", "--no-pretrained"] if question == "q2" else []
+    return module, resolve(module.parse_args([*extra, *flags]), module.QUESTION)
 
 
 def loop_rate(question, precision, images=512):
-    """images/s of one epoch of train.py's real training loop over the first `images` training images."""
-    module = q1_train if question == "q1" else q2_train
-    run = resolve(module.parse_args(["--precision", precision, "--limit", str(images)]), module.QUESTION)
+    """images/s of one epoch of train.py's own training (its trainer()) over the first `images` training images."""
+    module, run = resolved(question, "--precision", precision, "--limit", str(images))
+    key = (question, images)
+    if key not in LOADED:  # decoded once for every round
+        LOADED[key] = module.load_data(run, DATA_DIR)
     torch.manual_seed(0)
-    if question == "q1":
-        data = q1_train.load_data(run, "data")
-        model = q1_train.build_model(run.recipe).to(memory_format=torch.channels_last)
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=run.recipe["label_smoothing"])
-        epoch = q1_train.batches(data.train_images, data.train_labels, run.recipe["batch_size"],
-                                 augmented=run.recipe["augment"])
-        count = len(data.train_images)
-    else:
-        data = LOADED.setdefault("q2", q2_train.load_data(run, "data"))
-        model = q2_train.build(run)
-        loss_fn = q2_train.make_loss(run.recipe["loss"], run.recipe["loss_weight"])
-        recipe = run.recipe
-        epoch = q2_train.batches(data.train, recipe["batch_size"], model.normalize, recipe["augment"],
-                                 recipe["max_scale"], recipe["min_scale"], recipe["color"], recipe["crop"])
-        count = len(data.train.names)
-    make_optimizer = (q1_train if question == "q1" else q2_train).make_optimizer
-    steps = len(batch_bounds(count, run.recipe["batch_size"]))
-    training = Training(model, make_optimizer(model, run.recipe), run, steps)
+    model = module.build(run)
+    _, run_epoch, _ = module.trainer(run, model, LOADED[key])
     began = time.perf_counter()
-    training.epoch(epoch, loss_fn, 1)
-    return count / (time.perf_counter() - began)
+    run_epoch(1)
+    return images / (time.perf_counter() - began)
 
 
-LOADED = {}  # Q2's decoded images, loaded once for every round
+LOADED = {}
 
 
 def rate(build, input_shape, batch, steps, channels_last, threads, precision="fp32"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build()
+    model = build()  # train.py's build(): channels-last
     x = torch.randn(batch, *input_shape)
     if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        model = model.to(memory_format=torch.contiguous_format)
     out_shape = model(x).shape
     target = torch.randint(0, out_shape[1], (batch, *out_shape[2:]))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -84,10 +76,10 @@ def main():
     threads = torch.get_num_threads()
 
     def q1():
-        return build_q1(dict(q1_train.RECIPES["improved"], model="improved"))
+        return q1_train.build(resolved("q1")[1])
 
-    def q2():
-        return build_q2(dict(backbone="efficientnet_lite0", model="improved", pretrained=False))
+    def q2():  # the default head as the recipe has it (without the stride-4 block)
+        return q2_train.build(resolved("q2")[1])
 
     bf16 = bool(cpu_flags() & CPU_BF16_FLAGS)
     loops = [

@@ -19,12 +19,10 @@ import torch
 from torch import nn
 
 from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
-from common.data import batch_bounds
-from common.loop import Training
+from common.paths import DATA_DIR
 from common.run import resolve
 from q1_fashion import train as q1_train
-from q1_fashion.data import batches, load_fashion_mnist, locate_fashion_mnist
-from q1_fashion.models import build_model
+from q1_fashion.data import locate_fashion_mnist
 
 
 def starter_dataset(root):
@@ -32,7 +30,7 @@ def starter_dataset(root):
     import torchvision
     raw = Path(root) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    paths = locate_fashion_mnist("data", download=False)
+    paths = locate_fashion_mnist(DATA_DIR, download=False)
     for path in paths.values():
         target = raw / Path(path).name.removesuffix(".gz")
         opener = gzip.open if str(path).endswith(".gz") else open
@@ -45,8 +43,8 @@ def starter_dataset(root):
                                              transform=torchvision.transforms.ToTensor())
 
 
-def starter_rate(model_name, dataset, images):
-    model = build_model(dict(q1_train.RECIPES[model_name], model=model_name))  # the same network, untrained
+def starter_rate(run, dataset, images):
+    model = q1_train.build_model(run.recipe)  # the same network, untrained, in the default layout
     optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
     loss_fn = nn.CrossEntropyLoss()
@@ -62,18 +60,20 @@ def starter_rate(model_name, dataset, images):
     return seen / (time.perf_counter() - began)
 
 
-def project_rate(model_name, train_images, train_labels):
-    """images/s of one epoch of train.py's own training: its settings, optimizer, schedule and loop."""
-    run = resolve(q1_train.parse_args(["--model", model_name, "--precision", "fp32"]), q1_train.QUESTION)
-    recipe = run.recipe
+def project_run(model_name, images):
+    """(the run train.py resolves for this model on the first `images` training images, its data)."""
+    run = resolve(q1_train.parse_args(["--model", model_name, "--precision", "fp32", "--limit", str(images)]),
+                  q1_train.QUESTION)
+    return run, q1_train.load_data(run, DATA_DIR)
+
+
+def project_rate(run, data):
+    """images/s of one epoch of train.py's own training (its build() and trainer())."""
     torch.manual_seed(0)
-    model = build_model(recipe).to(memory_format=torch.channels_last)
-    steps = len(batch_bounds(len(train_images), recipe["batch_size"]))
-    training = Training(model, q1_train.make_optimizer(model, recipe), run, steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+    _, run_epoch, _ = q1_train.trainer(run, q1_train.build(run), data)
     began = time.perf_counter()
-    training.epoch(batches(train_images, train_labels, recipe["batch_size"], augmented=recipe["augment"]), loss_fn, 1)
-    return len(train_images) / (time.perf_counter() - began)
+    run_epoch(1)
+    return len(data.train_images) / (time.perf_counter() - began)
 
 
 def main():
@@ -83,15 +83,14 @@ def main():
     args = parser.parse_args()
     refuse_if_busy(args.force)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    images, labels = load_fashion_mnist("data", download=False)
-    train_images, train_labels = images[:args.images], labels[:args.images]
     ratios = {}
     with tempfile.TemporaryDirectory() as root:
         dataset = starter_dataset(root)
         for model_name in ("basenet", "improved"):
             print(f"{model_name}: project vs starter, images/s over {args.images} training images")
-            project, starter = alternate(partial(project_rate, model_name, train_images, train_labels),
-                                         partial(starter_rate, model_name, dataset, args.images), args.rounds)
+            run, data = project_run(model_name, args.images)
+            project, starter = alternate(partial(project_rate, run, data),
+                                         partial(starter_rate, run, dataset, args.images), args.rounds)
             ratios[model_name] = median_ratio(project, starter)
             print(f"  median: project {sorted(project)[len(project) // 2]:.0f} img/s, "
                   f"starter {sorted(starter)[len(starter) // 2]:.0f} img/s")

@@ -20,12 +20,10 @@ from torch import nn
 from torchvision import transforms
 
 from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
-from common.data import batch_bounds
-from common.loop import lr_schedule, train_one_epoch
 from common.metrics import quantize_probabilities, segmentation_scores
 from common.run import resolve
 from q2_segmentation import train as q2_train
-from q2_segmentation.data import batches, list_items, load_split
+from q2_segmentation.data import list_items
 from q2_segmentation.models import build_model
 
 
@@ -74,17 +72,13 @@ def starter_epoch(config, data_dir, names, val_names):
     return 1.0 / (time.perf_counter() - began)  # epochs per second, so larger is faster on both sides
 
 
-def project_epoch(config, train, val, run):
-    model, optimizer = make_model(config)
-    model = model.to(memory_format=torch.channels_last)
-    batch_size = q2_train.RECIPE["batch_size"]
-    steps = len(batch_bounds(len(train.names), batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule("constant", steps))
+def project_epoch(run, data):
+    """One epoch and one validation pass of train.py's own training (its build() and trainer())."""
+    torch.manual_seed(0)
+    _, run_epoch, validate = q2_train.trainer(run, q2_train.build(run), data)
     began = time.perf_counter()
-    train_one_epoch(model, batches(train, batch_size, model.normalize, True), optimizer,
-                    scheduler, nn.CrossEntropyLoss(), num_batches=steps, desc="project")
-    # per-epoch validation as train.py runs it: predictions, quantisation, AP (fast order) and IoU
-    q2_train.evaluate(model, val, run, exact=False)
+    run_epoch(1)
+    validate()  # per-epoch validation as train.py runs it: predictions, quantisation, AP (fast order) and IoU
     return 1.0 / (time.perf_counter() - began)
 
 
@@ -97,20 +91,21 @@ def main():
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args()
     refuse_if_busy(args.force)
+    # the head's recipe as train.py resolves it (baseline: AdamW, flips, cross-entropy, like the starter)
     run = resolve(q2_train.parse_args(["--backbone", args.backbone, "--model", args.model, "--no-tta",
-                                       "--precision", "fp32"]), q2_train.QUESTION)
+                                       "--precision", "fp32", "--limit", str(args.train_images),
+                                       "--data-dir", args.data_dir]), q2_train.QUESTION)
     config = run.recipe
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.backbone} {args.model}, "
           f"{args.train_images} training images + 100 val images per epoch")
 
     began = time.perf_counter()
-    train = load_split(args.data_dir, "train", args.train_images)
-    val = load_split(args.data_dir, "val")
-    print(f"project one-time decode of train + val: {time.perf_counter() - began:.1f} s")
+    data = q2_train.load_data(run, args.data_dir)
+    print(f"project one-time decode of train, val and test: {time.perf_counter() - began:.1f} s")
 
     names = list_items(Path(args.data_dir) / "train", labelled=True)[:args.train_images]
     val_names = list_items(Path(args.data_dir) / "val", labelled=True)
-    project, starter = alternate(lambda: project_epoch(config, train, val, run),
+    project, starter = alternate(lambda: project_epoch(run, data),
                                  lambda: starter_epoch(config, args.data_dir, names, val_names), args.rounds)
     print(f"  median epoch seconds: project {1 / sorted(project)[len(project) // 2]:.1f}, "
           f"starter {1 / sorted(starter)[len(starter) // 2]:.1f}")
@@ -122,7 +117,7 @@ def main():
     for _ in range(3):
         for exact in (True, False):
             began = time.perf_counter()
-            segmentation_scores(scores, val.labels.numpy(), 6, exact=exact)
+            segmentation_scores(scores, data.val.labels.numpy(), 6, exact=exact)
             timings[exact].append(time.perf_counter() - began)
     print(f"epoch_ratio: {median_ratio(project, starter):.2f}")
     # exact: the course's own tie order (checker, final printout); fast: stable order (per-epoch validation)

@@ -152,7 +152,9 @@ def evaluate(model, images, labels, run, validation=False):
     return probabilities, accuracy(predicted, labels), per_class_accuracy(predicted, labels, len(CLASSES))
 
 
-def train(run, model, data):
+def trainer(run, model, data):
+    """The run's training, in pieces: (Training, run_epoch(epoch) -> mean loss, validate() -> figures, or None
+    for a --final run, whose val images are training images). train() fits with them; the benches time them."""
     recipe = run.recipe
     steps_per_epoch = len(batch_bounds(len(data.train_images), recipe["batch_size"]))
     training = Training(model, make_optimizer(model, recipe), run, steps_per_epoch)
@@ -166,8 +168,12 @@ def train(run, model, data):
         _, val_accuracy, _ = evaluate(training.evaluated, data.val_images, data.val_labels, run, validation=True)
         return {"val_accuracy": val_accuracy}
 
-    held_out = not run.final
-    fit(training, run_epoch, validate if held_out else None, "val_accuracy" if held_out else None)
+    return training, run_epoch, None if run.final else validate
+
+
+def train(run, model, data):
+    training, run_epoch, validate = trainer(run, model, data)
+    fit(training, run_epoch, validate, "val_accuracy" if validate else None)
 
 
 def write_outputs(run, model, data, result):

@@ -274,7 +274,9 @@ def evaluate(model, split, run, exact=True):
     return quantized, ap, iou
 
 
-def train(run, model, data):
+def trainer(run, model, data):
+    """The run's training, in pieces: (Training, run_epoch(epoch) -> mean loss, validate() -> figures, or None
+    for a --final run, whose val images are training images). train() fits with them; the benches time them."""
     recipe = run.recipe
     steps_per_epoch = len(batch_bounds(len(data.train.names), recipe["batch_size"]))
     training = Training(model, make_optimizer(model, recipe), run, steps_per_epoch)
@@ -289,9 +291,12 @@ def train(run, model, data):
         _, ap, iou = evaluate(training.evaluated, data.val, run, exact=False)
         return {"val_mAP": float(ap.mean()), "val_mIoU": float(iou.mean())}
 
-    held_out = not run.final
-    fit(training, run_epoch, validate if held_out else None, "val_mIoU" if held_out else None,
-        eval_every=recipe["val_every"])
+    return training, run_epoch, None if run.final else validate
+
+
+def train(run, model, data):
+    training, run_epoch, validate = trainer(run, model, data)
+    fit(training, run_epoch, validate, "val_mIoU" if validate else None, eval_every=run.recipe["val_every"])
 
 
 def write_outputs(run, model, data, result):
