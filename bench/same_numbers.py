@@ -24,7 +24,8 @@ RUNS = {  # name: (script, flags of the fresh run); the resume adds one epoch
     "q1 improved 1 epoch, limit 5000": ("q1_fashion/train.py", ["--epochs", "1", "--limit", "5000"]),
     "q2 improved 1 epoch, limit 32": ("q2_segmentation/train.py", ["--epochs", "1", "--limit", "32"]),
 }
-SKIPPED = {"train_seconds", "config", "precision"}  # timings vary; the settings' layout may change
+# timings vary; the settings' layout may change; a run's id and its record of what happened are new every run
+SKIPPED = {"train_seconds", "config", "precision", "run_id", "training"}
 
 
 def figures(out_dir):
@@ -61,12 +62,15 @@ def measure(names):
 
 
 def differences(before, after, prefix=""):
-    """The keys (dotted paths) whose values differ between two figure trees."""
+    """The keys (dotted paths) whose values differ between two figure trees, or that the new one lost. A field
+    only the new one has is an addition, not a difference: `additions` lists them."""
     if isinstance(before, dict) and isinstance(after, dict):
         found = []
         for key in sorted(set(before) | set(after)):
-            if key not in before or key not in after:
-                found.append(f"{prefix}{key} (only in {'after' if key in after else 'before'})")
+            if key not in after:
+                found.append(f"{prefix}{key} (only in before)")
+            elif key not in before:
+                continue
             else:
                 found += differences(before[key], after[key], f"{prefix}{key}.")
         return found
@@ -88,11 +92,12 @@ def main():
         print(f"wrote {args.record}")
         return
     failed = 0
-    print("\n| run | result |\n|---|---|")
+    print("\n| run | result | fields added |\n|---|---|---|")
     for name, after in results.items():
         found = differences(before.get(name, {}), after)
         failed += bool(found)
-        print(f"| {name} | {'same' if not found else '; '.join(found[:3])} |")
+        added = sorted(set(after) - set(before.get(name, {})))
+        print(f"| {name} | {'same' if not found else '; '.join(found[:3])} | {', '.join(added)} |")
     if failed:
         raise SystemExit(f"{failed} of {len(results)} runs differ")
 

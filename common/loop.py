@@ -162,7 +162,7 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
         stretches = [*stretches, {"first_epoch": start, "last_epoch": start - 1, "schedule_epochs": epochs,
                                   "precision": run.precision, "device": run.device.type,
                                   "resumed": run.mode == "resume"}]
-    validated, finished = validated_epochs(epochs, eval_every), {}
+    validated, finished = validated_epochs(epochs, eval_every), finished_times(run.out_dir / HISTORY)
     for epoch in range(start, epochs + 1):
         began = time.perf_counter()
         record = {"epoch": epoch, "train_loss": run_epoch(epoch)}
@@ -181,6 +181,15 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
         write_text(run.out_dir / HISTORY, "".join(json.dumps({**record, "finished_at": finished.get(record["epoch"])})
                                                   + "\n" for record in history))
     return history
+
+
+def finished_times(path):
+    """{epoch: finished_at} of the epochs an earlier stretch of the run wrote to its history.jsonl."""
+    try:
+        return {record["epoch"]: record.get("finished_at")
+                for record in map(json.loads, path.read_text().splitlines()) if isinstance(record, dict)}
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def validated_epochs(epochs, eval_every):

@@ -45,7 +45,7 @@ def announce(run, result, seen_val=False):
     the figures are not (val trained on, a holdout, an unfinished or limited run)."""
     print(f"{'last' if run.final else 'best'} checkpoint: epoch {result.state['epoch']}, "
           f"{run.question.describe_views(run.evaluation)}, {run.precision}")
-    if result.state is not result.last and not result.validated:
+    if not run.final and not result.validated:
         print(f"NOTE: no epoch was validated yet; predicting from the last epoch ({result.state['epoch']})")
     if seen_val:
         print("NOTE: --final trained on the val images too, so the val figures below are not held-out figures")

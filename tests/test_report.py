@@ -224,3 +224,14 @@ def test_a_config_that_cannot_build_the_network_is_left_out(results, capsys):
     assert "improved/metrics.json: its config does not describe a network (KeyError: 'width')" in err
     assert "efficientnet_lite0_baseline/metrics.json: its config does not describe a network" in err
     assert (results / "report.pdf").is_file() and "87.12 %" in text
+
+
+def test_runs_are_found_by_what_their_metrics_say_not_by_their_folder_names(tmp_path):
+    """A BaseNet run in a folder of another name is the report's BaseNet; an improved Q2 run in a folder named
+    anything is a Q2 run of its recorded head."""
+    results = tmp_path / "results"
+    write_q1_run(results / "q1_fashion" / "my-first-try", "basenet", 86.5, [80.0] * 10)
+    write_q2_run(results / "q2_segmentation" / "whatever", "improved", [0.9] * 6, [0.6] * 6)
+    text = report.build_report(results)
+    assert "| Q1 BaseNet, val accuracy | 87.0 % | 86.50 % |" in text
+    assert "| Q2 best model, val mAP / mIoU | 0.79 / 0.58 | 0.900 / 0.600 |" in text

@@ -68,3 +68,40 @@ def test_trials_are_pruned_only_from_a_third_of_their_epochs_on():
     assert first_pruned_epoch([], 15) == 15 // 3  # Q1's recipe: 15 epochs
     assert first_pruned_epoch(["--limit", "500", "--epochs", "30"], 30) == 10
     assert first_pruned_epoch(["--epochs=2"], 2) == 1
+
+
+def test_a_trial_tunes_on_the_holdout_never_val_with_its_share_of_the_threads(monkeypatch, tmp_path):
+    """Sweep docstring: trials tune on --holdout (never val), each worker's run with cores/N threads; a trial's
+    figure is the best validated epoch its history.jsonl recorded."""
+    optuna = pytest.importorskip("optuna")
+    import json
+
+    from bench import sweep
+
+    seen = {}
+
+    class FakeProcess:
+        def __init__(self, command, cwd, stdout, stderr, env):
+            seen.update(command=command, threads=env["OMP_NUM_THREADS"])
+            out = command[command.index("--out-dir") + 1]
+            __import__("os").makedirs(out)
+            records = [{"epoch": 1, "train_loss": 1.0, "val_accuracy": 80.0},
+                       {"epoch": 2, "train_loss": 0.9, "val_accuracy": 85.5}]
+            (__import__("pathlib").Path(out) / "history.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in records))
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+        returncode = 0
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeProcess)
+    study = optuna.create_study(direction="maximize")
+    value = sweep.run_trial(study.ask(), sweep.SPACES["q1"], ["--epochs", "2"], threads=1)
+    command = seen["command"]
+    assert value == 85.5 and seen["threads"] == "1"
+    assert command[command.index("--holdout") + 1] == str(sweep.SPACES["q1"]["holdout"])
+    assert "--final" not in command and "--eval-only" not in command

@@ -1,0 +1,99 @@
+"""The record describes what happened (README, Reliability): stretches of training with their schedules, the
+precision trained in apart from the one evaluated in, the views actually used, an unfinished run as such."""
+import json
+from types import SimpleNamespace
+
+import torch
+
+from common.loop import Result, Training, fit, load_result, stretches_of
+from common.protocol import announce, record
+from q1_fashion import train as q1_train
+from q1_fashion.data import describe_views as q1_views
+from q2_segmentation.data import describe_views as q2_views
+from tests.helpers import settings
+from tests.test_defaults import fake_run, save, tiny_net
+
+
+def train_tiny(folder, epochs, mode="train", saved=None, schedule="onecycle"):
+    folder.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    model = tiny_net(0)
+    run = fake_run(folder, epochs=epochs, schedule=schedule)
+    run.mode, run.saved = mode, saved
+    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=2)
+    inputs, targets = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    fit(training, lambda epoch: training.epoch([(inputs[:4], targets[:4]), (inputs[4:], targets[4:])],
+                                               torch.nn.CrossEntropyLoss(), epoch),
+        lambda: {"score": 1.0}, "score")
+    return torch.load(folder / "last.pt", weights_only=False)
+
+
+def test_a_run_resumed_with_more_epochs_records_both_stretches_and_says_the_schedule_changed(tmp_path, capsys):
+    """--epochs 1, then --resume --epochs 2: recorded as one 2-epoch run before; now as what happened."""
+    first = train_tiny(tmp_path, 1)
+    assert first["stretches"] == [{"first_epoch": 1, "last_epoch": 1, "schedule_epochs": 1, "precision": "fp32",
+                                   "device": "cpu", "resumed": False}]
+    capsys.readouterr()
+    second = train_tiny(tmp_path, 2, mode="resume", saved=first)
+    assert [(s["first_epoch"], s["last_epoch"], s["schedule_epochs"], s["resumed"]) for s in second["stretches"]] == \
+        [(1, 1, 1, False), (2, 2, 2, True)]
+    assert ("NOTE: the schedule changes: epochs 1-1 followed the 1-epoch schedule; epochs 2-2 follow the 2-epoch "
+            "one from its step 2") in capsys.readouterr().out
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and all(r["finished_at"] for r in history)
+    # a resume that keeps the schedule is one schedule: no note
+    train_tiny(tmp_path / "same", 2, mode="train")
+    capsys.readouterr()
+    kept = torch.load(tmp_path / "same" / "last.pt", weights_only=False)
+    train_tiny(tmp_path / "same", 2, mode="resume", saved=kept)
+    assert "schedule changes" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_from_before_the_record_gets_one_stretch_from_its_settings():
+    state = {"epoch": 4, "config": {"epochs": 6, "precision": "bf16"}}
+    assert stretches_of(state) == [{"first_epoch": 1, "last_epoch": 4, "schedule_epochs": 6, "precision": "bf16",
+                                    "device": "unknown", "resumed": False}]
+
+
+def test_eval_only_in_another_precision_records_both_and_the_views_used(tmp_path):
+    ckpt = tmp_path / "C"
+    trained = settings(q1_train, "--no-tta", "--checkpoint-dir", str(ckpt), "--out-dir", str(tmp_path / "O"))
+    ckpt.mkdir()
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 3, "best": 0.0, "history": [],
+                "config": dict(trained.record, precision="bf16"), "rng": None, "run_id": "r1"}, ckpt / "last.pt")
+    evaluated = settings(q1_train, "--eval-only", "--precision", "fp32", "--checkpoint-dir", str(ckpt), "--out-dir",
+                         str(tmp_path / "O"))
+    (tmp_path / "O").mkdir()
+    stretches = [{"first_epoch": 1, "last_epoch": 15, "schedule_epochs": 15, "precision": "bf16", "device": "cpu",
+                  "resumed": False}]
+    history = [{"epoch": e, "train_loss": 1.0, "seconds": 2.0} for e in range(1, 16)]
+    state = {"epoch": 15, "history": history}
+    record(evaluated, torch.nn.Linear(2, 2), Result(state, state, history, stretches, 15, True, True), {})
+    metrics = json.loads((tmp_path / "O" / "metrics.json").read_text())
+    assert metrics["train_precision"] == "bf16" and metrics["eval_precision"] == "fp32"
+    assert metrics["config"]["precision"] == "bf16"  # the settings it was trained with, not the evaluation's
+    assert metrics["views"] == "1 test-time view (the image)" and metrics["config"]["tta_shift"] == 0
+    assert metrics["run_id"] == "r1" and metrics["train_seconds"] == 30.0 and "finished_at" not in str(metrics)
+
+
+def test_the_views_in_words_count_what_predict_uses():
+    assert q1_views({"tta": True, "tta_shift": 1}).startswith("10 test-time views")
+    assert q1_views({"tta": True, "tta_shift": 0}) == "2 test-time views (the image and its mirror)"
+    assert q1_views({"tta": False, "tta_shift": 1}) == "1 test-time view (the image)"
+    assert q2_views({"tta": True, "tta_scales": [0.75, 1.0, 1.25]}) == \
+        "6 test-time views (the image and its mirror at scales 0.75, 1, 1.25)"
+    assert q2_views({"tta": False, "tta_scales": [0.75, 1.0]}) == "1 test-time view (the image)"
+
+
+def test_before_the_first_validation_the_last_epoch_predicts_and_the_run_says_so(tmp_path, capsys):
+    """A Q2 run stopped before epoch 7 has last.pt and no best.pt: --eval-only predicts from last.pt."""
+    model = tiny_net(0)
+    save(tmp_path / "last.pt", model, None, epoch=3)
+    run = fake_run(tmp_path, epochs=17)
+    result = load_result(run, tiny_net(1))
+    assert result.state["epoch"] == 3 and not result.validated and not result.finished and result.epochs == 3
+    announce(SimpleNamespace(final=False, precision="fp32", evaluation={}, recipe=run.recipe,
+                             options={"holdout": None, "limit": None},
+                             question=SimpleNamespace(describe_views=lambda e: "2 test-time views")), result)
+    out = capsys.readouterr().out
+    assert "NOTE: this run is unfinished: 3 of 17 epochs trained (continue it with --resume)" in out
