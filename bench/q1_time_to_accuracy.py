@@ -2,7 +2,7 @@
 
 Prints the total time (process start to exit: training, validation, predictions written), the val accuracy
 of the checkpoint behind the prediction file, the last epoch's, and when 92.1 % (the reference report's best)
-and 94.5 % (issue 10's target) were first reached. Extra arguments go to train.py, so
+and 94.5 % (the target) were first reached. Extra arguments go to train.py, so
 `python bench/q1_time_to_accuracy.py --model basenet` measures BaseNet's recipe; with --out-dir and
 --checkpoint-dir the run's files are kept there (for the report).
 

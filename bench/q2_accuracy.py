@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.timing import bench_parser, refuse_if_busy, run_training
 
-BUDGET = 1200  # seconds on the reference machine for the default run (issue 11)
+BUDGET = 1200  # seconds: the time the default run must fit on the slowest machine of this kind
 
 
 def main():

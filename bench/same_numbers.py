@@ -1,4 +1,4 @@
-"""Do the same commands still give the same numbers? A refactoring's proof (issue 20).
+"""Do the same commands still give the same numbers? A refactoring's proof.
 
 Runs a fixed list of short trainings, each followed by a resume of one more epoch in the same folders,
 and records what must not change: every metric in metrics.json (timings and the settings' layout aside)

@@ -109,8 +109,8 @@ FROZEN_BN = ("fixed", "moving")  # the frozen layers' BatchNorm: ImageNet's stat
 def freeze(trunk, stride, batchnorm="fixed"):
     """Stop training the trunk's layers up to `stride` (0: none, 4, 8, ...): no gradient, and (`batchnorm`
     "fixed") BatchNorm statistics that no longer move (see Trunk); "moving" leaves those BatchNorm layers in
-    train mode, normalising by each batch and moving their statistics (round 2's behaviour, kept as a flag
-    with its figures). Their ImageNet features are generic edges and textures; with no gradient to compute
+    train mode, normalising by each batch and moving their statistics (a flag, with its figures in
+    docs/performance.md). Their ImageNet features are generic edges and textures; with no gradient to compute
     through the high-resolution early layers, a training step is about 1.4x faster."""
     if batchnorm not in FROZEN_BN:
         raise ValueError(f"batchnorm must be one of {FROZEN_BN}, got {batchnorm!r}")

@@ -118,7 +118,7 @@ def parse_args(argv=None):
                      help="keep the trunk's ImageNet layers up to this stride fixed (0: train them all)")
     run.add_argument("--frozen-bn", choices=FROZEN_BN,
                      help="the frozen layers' BatchNorm: fixed (ImageNet's statistics, default) or moving "
-                          "(normalise by each batch and move the statistics, as round 2 did)")
+                          "(normalise by each batch and move the statistics)")
     run.add_argument("--val-every", type=positive_int, help="validate every N epochs and at the end")
     run.add_argument("--loss", choices=LOSSES, help="cross-entropy, or cross-entropy plus a Dice or Lovász term")
     run.add_argument("--loss-weight", type=non_negative_float, help="the weight of the Dice or Lovász term")

@@ -47,11 +47,16 @@ def tiny_course_data(tmp_path):
 
 
 def pytest_configure(config):
-    """One intra-op thread for the tests run in this process. Their tensors are small, where a second thread
+    """Every Python a test starts imports this checkout (PYTHONPATH): a script started by path puts only its own
+    folder on the path, and would otherwise import the project from wherever `pip install -e` was run (a
+    mutation run's copy of the repository, or another clone), testing other code than this.
+
+    One intra-op thread for the tests run in this process. Their tensors are small, where a second thread
     gains little on an idle machine; with another PyTorch process running, two threads on 2 cores
-    oversubscribe them, and a review measured the four ResNet18 learning tests at 53.8 s against 9.7 s with
+    oversubscribe them: the four ResNet18 learning tests took 53.8 s against 9.7 s with
     one. (Scripts the tests start as subprocesses keep PyTorch's default.) pytest-xdist's controller runs no
     test: it skips the import."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
         return
     import torch

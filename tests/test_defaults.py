@@ -1,6 +1,6 @@
 """The default recipes' wiring: each test states the promise it guards (README's words) and checks it
 against a hand-computed case, an independent computation or a property, never against the code's own
-constants. A review's mutants (a wrong checkpoint, raw weights, a wrong score, a loss term wired to another,
+constants. Hand-made mutants (a wrong checkpoint, raw weights, a wrong score, a loss term wired to another,
 an ignored learning-rate scale, augmenters that do nothing) each fail one of these."""
 from types import SimpleNamespace
 

@@ -38,7 +38,7 @@ def windows(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(WINDOWS_STAND_IN)
-    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    env = {**__import__("os").environ, "PYTHONPATH": f"{site}{__import__('os').pathsep}{REPO}"}
 
     def run(*args, check=True, **kwargs):
         done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True,
@@ -61,7 +61,8 @@ def test_the_lock_refuses_a_second_process_without_fcntl(windows, tmp_path):
             "    print('held', flush=True)\n    time.sleep(60)\n")
     site = tmp_path / "site"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                              env={**__import__("os").environ, "PYTHONPATH": str(site)})
+                              env={**__import__("os").environ,
+                                   "PYTHONPATH": f"{site}{__import__('os').pathsep}{REPO}"})
     try:
         assert holder.stdout.readline().strip() == "held"
         tried = windows("-c", "import sys\nfrom common.folders import locked\nfrom common.runtime import UserError\n"

@@ -531,8 +531,8 @@ def test_training_leaves_every_frozen_parameter_and_buffer_bit_identical(backbon
 
 @pytest.mark.parametrize("frozen_bn", ["fixed", "moving"])
 def test_frozen_bn_flag_reaches_the_model_and_decides_whether_frozen_statistics_move(frozen_bn):
-    """README: --frozen-bn fixed (default) keeps the frozen layers' ImageNet statistics; moving (round 2's
-    behaviour) normalises them by each batch. Either way their weights get no update."""
+    """README: --frozen-bn fixed (default) keeps the frozen layers' ImageNet statistics; moving
+    normalises them by each batch. Either way their weights get no update."""
     argv = ["--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32"]
     run = settings(q2_train, *argv, *(["--frozen-bn", frozen_bn] if frozen_bn == "moving" else []))
     assert run.recipe["frozen_bn"] == frozen_bn  # "fixed" is the improved recipe's own value

@@ -1,6 +1,6 @@
 """A run's settings, resolved once (recipe < checkpoint < flags), and the folders it owns.
 
-Each of the first five tests is a defect a review reproduced: a record that described a run that did not
+Each of the first five tests is a defect found by using the scripts: a record that described a run that did not
 happen. They resolve settings against a checkpoint file written here, so none of them trains.
 """
 import contextlib
