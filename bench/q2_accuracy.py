@@ -20,13 +20,15 @@ BUDGET = 1200  # seconds: the time the default run must fit on the slowest machi
 def main():
     parser = bench_parser(__doc__)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--keep", type=Path, metavar="OUT_DIR",
-                        help="write the first seed's results (predictions, metrics, figures) to OUT_DIR")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each seed's run in DIR/seed-S/results and DIR/seed-S/checkpoints (for the report, "
+                             "or bench/q2_tta.py)")
     args, extra = parser.parse_known_args()
     refuse_if_busy(args.force)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        keep = ["--out-dir", str(args.keep)] if args.keep and not rows else []  # the first seed's results stay
+        kept = args.keep.resolve() / f"seed-{seed}" if args.keep else None
+        keep = ["--out-dir", str(kept / "results"), "--checkpoint-dir", str(kept / "checkpoints")] if kept else []
         total, _, metrics = run_training("q2_segmentation/train.py", [*extra, "--seed", str(seed), *keep], "val_mIoU")
         history = [record for record in metrics["history"] if "val_mIoU" in record]
         best = max(history, key=lambda record: record["val_mIoU"])
