@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +236,22 @@ def test_runs_are_found_by_what_their_metrics_say_not_by_their_folder_names(tmp_
     text = report.build_report(results)
     assert "| Q1 BaseNet, val accuracy | 87.0 % | 86.50 % |" in text
     assert "| Q2 best model, val mAP / mIoU | 0.79 / 0.58 | 0.900 / 0.600 |" in text
+
+
+def test_the_whole_report_text_is_the_reviewed_one(tmp_path, monkeypatch):
+    """The report is what students hand in: its whole text for the results tree of write_results() is compared
+    with tests/data/report.md, written once and read through by hand against the inputs above (every number
+    in it is one of theirs). A change of wording shows here as a diff; CS543_UPDATE_REPORT=1 rewrites the file
+    after such a change has been read through."""
+    import difflib
+    import os
+
+    from common import paths
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    text = report.build_report(write_results(tmp_path / "results"))
+    expected = Path(__file__).parent / "data" / "report.md"
+    if os.environ.get("CS543_UPDATE_REPORT"):
+        expected.write_text(text)
+    diff = "".join(difflib.unified_diff(expected.read_text().splitlines(True), text.splitlines(True), "reviewed",
+                                        "now"))
+    assert not diff, diff
