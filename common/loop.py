@@ -43,8 +43,7 @@ def lr_schedule(name, total_steps, warmup_fraction=0.15):
     return multiplier
 
 
-def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc, ema=None,
-                    precision="fp32", scaler=None):
+def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc, ema, precision, scaler):
     """One pass over `batches` (an iterable of (input, target) on the model's device); returns the mean loss.
 
     The forward pass runs under `precision`'s autocast; the loss is computed in float32. `scaler` is the
@@ -53,7 +52,6 @@ def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batche
     """
     model.train()
     device = next(model.parameters()).device
-    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     total, count = 0.0, 0
     # disable=None: a bar on a terminal, silence in logs and CI
     progress = tqdm(batches, total=num_batches, desc=desc, leave=False, dynamic_ncols=True, disable=None)

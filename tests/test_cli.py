@@ -96,3 +96,18 @@ def test_default_folders_are_the_repositorys_and_typed_paths_are_the_users(tmp_p
     typed = settings(q1_train, "--data-dir", "mine", "--out-dir", "out")
     assert typed.out_dir.resolve() == tmp_path / "out"
     assert q1_train.parse_args(["--data-dir", "mine"]).data_dir.resolve() == tmp_path / "mine"
+
+
+def test_onecycle_on_a_four_step_run_by_hand():
+    """A run of 4 steps warms up over 1 (15 % of 4, at least 1), then follows the cosine to 0 and stays there:
+    step 0: 0.1; 1: 1; 2: (1 + cos(pi/3))/2 = 0.75; 3: (1 + cos(2pi/3))/2 = 0.25; 4 and past the end: 0."""
+    import math
+
+    from common.loop import lr_schedule
+    multiplier = lr_schedule("onecycle", 4)
+    expected = [0.1, 1.0, 0.75, 0.25, 0.0, 0.0]
+    for step, value in enumerate(expected):
+        assert math.isclose(multiplier(step), value, abs_tol=1e-12), step
+    assert lr_schedule("constant", 4)(3) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'"):
+        lr_schedule("cosine", 4)

@@ -212,3 +212,82 @@ def test_the_checkout_check_runs_before_a_script_does_anything(tmp_path):
                           text=True, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith(f"error: {other / 'q1_fashion' / 'train.py'} is in the checkout {other}")
+
+
+def test_a_run_id_is_the_start_time_and_random_hex():
+    import re
+    import time
+
+    from common.folders import new_run_id
+    ids = {new_run_id() for _ in range(50)}
+    assert len(ids) == 50  # two runs started in one second differ
+    for run_id in ids:
+        assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run_id), run_id
+        assert abs(time.mktime(time.strptime(run_id[:15], "%Y%m%d-%H%M%S")) - time.time()) < 60
+
+
+def test_the_markers_name_the_run_and_each_other_and_a_damaged_marker_names_nothing(tmp_path):
+    from common.folders import read_marker, recorded_run_id
+    run = finished_run(tmp_path)
+    ckpt, out = (json.loads((tmp_path / f / "run.json").read_text()) for f in ("C", "O"))
+    common = {"run_id": run.run_id, "question": "q1_fashion", "name": "basenet"}
+    assert ckpt == {**common, "results": str(tmp_path / "O")}
+    assert out == {**common, "checkpoints": str(tmp_path / "C")}
+    (tmp_path / "O" / "run.json").write_text("[1, 2]")  # valid JSON, not a marker
+    assert read_marker(tmp_path / "O") == {}
+    assert recorded_run_id(tmp_path / "O") == run.run_id  # then metrics.json says whose results they are
+
+
+def test_without_overwrite_claiming_deletes_nothing(tmp_path):
+    """A fresh run into a results folder where a run that saved nothing left its printouts: nothing is deleted
+    (the run rewrites them as it goes); only --overwrite deletes."""
+    (tmp_path / "O").mkdir()
+    (tmp_path / "O" / "summary.txt").write_text("an earlier run's table")
+    fresh = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "C"), "--out-dir",
+                     str(tmp_path / "O"))
+    with open_folders(fresh):
+        claim(fresh)
+    assert (tmp_path / "O" / "summary.txt").read_text() == "an earlier run's table"
+
+
+def test_a_results_folder_whose_run_can_still_be_resumed_elsewhere_is_refused(tmp_path):
+    """Its results are not written yet (stopped after epoch 1), but its checkpoints elsewhere can continue it."""
+    run = finished_run(tmp_path, ckpt="A", out="shared")
+    for name in ("metrics.json", q1_train.PREDICTIONS):
+        (tmp_path / "shared" / name).unlink()
+    fresh = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "B"), "--out-dir",
+                     str(tmp_path / "shared"))
+    with pytest.raises(UserError) as error, open_folders(fresh):
+        pass
+    assert str(error.value) == (f"{tmp_path / 'shared'} holds another run's results (the results folder of the run "
+                                f"in {tmp_path / 'A'}); give this run another --out-dir, or replace them with "
+                                "--overwrite")
+    (tmp_path / "A" / "last.pt").unlink()
+    (tmp_path / "A" / "best.pt").unlink()  # that run can no longer continue: its folder may be taken
+    with open_folders(fresh):
+        pass
+    assert run.run_id
+
+
+def test_eval_only_into_another_runs_results_is_refused_in_these_words(tmp_path):
+    finished_run(tmp_path, ckpt="A", out="O")
+    other = finished_run(tmp_path, ckpt="B", out="P")
+    evaluated = settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "A"), "--out-dir",
+                         str(tmp_path / "P"))
+    with pytest.raises(UserError) as error, open_folders(evaluated):
+        pass
+    assert str(error.value) == (f"{tmp_path / 'P'} holds another run's results (metrics.json of run {other.run_id}); "
+                                "give --out-dir a folder of its own")
+
+
+def test_what_an_interruption_says_for_each_mode(tmp_path):
+    from common.folders import interruption
+    from common.runtime import Terminated
+    fresh = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "C"))
+    assert str(interruption(Terminated(), fresh)) == ("terminated (SIGTERM) before the first epoch ended; nothing "
+                                                      "was saved")
+    assert interruption(Terminated(), fresh).code == 143 and interruption(KeyboardInterrupt(), fresh).code == 130
+    write_checkpoint(tmp_path / "C", fresh)
+    evaluated = settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "C"))
+    assert str(interruption(KeyboardInterrupt(), evaluated)) == (f"interrupted; the checkpoints in {tmp_path / 'C'} "
+                                                                 "are untouched")

@@ -3,6 +3,7 @@ precision trained in apart from the one evaluated in, the views actually used, a
 import json
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from common.loop import Result, Training, fit, load_result, stretches_of
@@ -97,3 +98,40 @@ def test_before_the_first_validation_the_last_epoch_predicts_and_the_run_says_so
                              question=SimpleNamespace(describe_views=lambda e: "2 test-time views")), result)
     out = capsys.readouterr().out
     assert "NOTE: this run is unfinished: 3 of 17 epochs trained (continue it with --resume)" in out
+
+
+def test_one_epoch_steps_once_a_batch_returns_the_mean_loss_and_stops_on_a_nan_before_the_step():
+    """train_one_epoch against a hand count: 3 batches, 3 optimizer and schedule steps and weight-average
+    updates, the mean of the 3 losses; a NaN in batch 2 stops before that batch's step, naming it."""
+    from common.average import WeightAverage
+    from common.loop import TrainingStopped, train_one_epoch
+    from common.precision import make_scaler
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    model.eval()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    ema = WeightAverage(model, 0.9)
+    batches = [(torch.randn(4, 3), torch.randint(0, 2, (4,))) for _ in range(3)]
+    losses = iter([0.5, 1.0, 3.0])
+
+    def loss_fn(outputs, targets):
+        return (outputs * 0).sum() + next(losses)
+
+    mean = train_one_epoch(model, batches, optimizer, scheduler, loss_fn, num_batches=3, desc="epoch 4", ema=ema,
+                           precision="fp32", scaler=make_scaler("fp32", torch.device("cpu")))
+    assert mean == pytest.approx(1.5) and model.training
+    assert scheduler.last_epoch == 3 and ema.updates == 3
+    weights = [p.clone() for p in model.parameters()]
+    nan_losses = iter([0.5, float("nan")])
+
+    def nan_loss(outputs, targets):
+        return (outputs * 0).sum() + next(nan_losses)
+
+    with pytest.raises(TrainingStopped) as error:
+        train_one_epoch(model, batches, optimizer, scheduler, nan_loss, num_batches=3, desc="epoch 5", ema=None,
+                        precision="fp32", scaler=make_scaler("fp32", torch.device("cpu")))
+    assert str(error.value) == "training loss became nan at epoch 5, batch 2; lower --lr"
+    assert scheduler.last_epoch == 4  # batch 1 stepped, batch 2 did not
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))  # zero gradients
