@@ -291,3 +291,63 @@ def test_what_an_interruption_says_for_each_mode(tmp_path):
     evaluated = settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "C"))
     assert str(interruption(KeyboardInterrupt(), evaluated)) == (f"interrupted; the checkpoints in {tmp_path / 'C'} "
                                                                  "are untouched")
+
+
+def test_the_hint_names_every_flag_that_makes_the_missing_run():
+    from common.run import hint
+    settings_ = {**q1_train.RECIPES["improved"], "model": "improved", "width": 48, "final": True, "holdout": None}
+    assert hint(q1_train.QUESTION, settings_) == "train first: python q1_fashion/train.py --model improved " \
+                                                 "--width 48 --final"
+    settings_.update(final=False, holdout=5000, dropout=0.0)
+    assert hint(q1_train.QUESTION, settings_, "ck") == ("train first: python q1_fashion/train.py --model improved "
+                                                        "--width 48 --dropout 0.0 --holdout 5000 --checkpoint-dir ck")
+
+
+def test_resume_without_holdout_names_the_holdout_run_beside_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("common.run.CHECKPOINTS_DIR", tmp_path / "checkpoints")
+    tuned = settings(q1_train, "--holdout", "5000")
+    write_checkpoint(tuned.checkpoint_dir, tuned)
+    (tmp_path / "checkpoints" / "q1_fashion" / "improved-width48").mkdir()  # a variant, not this run: not named
+    with pytest.raises(UserError) as error:
+        settings(q1_train, "--eval-only")
+    assert str(error.value).startswith(f"no checkpoint in {tmp_path / 'checkpoints' / 'q1_fashion' / 'improved'} "
+                                       f"(a --holdout 5000 run of this model is in {tuned.checkpoint_dir}: add "
+                                       "--holdout 5000); train first")
+
+
+def test_two_trunks_holding_runs_of_the_model_asked_for_are_named_both(tmp_path, monkeypatch):
+    monkeypatch.setattr("common.run.CHECKPOINTS_DIR", tmp_path)
+    for backbone in ("efficientnet_lite0", "efficientnet_lite1"):
+        run = settings(q2_train, "--backbone", backbone, "--no-pretrained")
+        write_checkpoint(run.checkpoint_dir, run)
+    with pytest.raises(UserError) as error:
+        settings(q2_train, "--resume")
+    q2 = tmp_path / "q2_segmentation"
+    assert str(error.value) == (f"runs of this model are in {q2 / 'efficientnet_lite0_improved'} and "
+                                f"{q2 / 'efficientnet_lite1_improved'}; say which with --backbone or --checkpoint-dir")
+
+
+def test_a_checkpoint_that_says_its_question_is_taken_at_its_word(tmp_path):
+    q1 = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path))
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 1, "best": 0.0, "history": [],
+                "config": q1.record, "rng": None, "question": "q2_segmentation"}, tmp_path / "last.pt")
+    with pytest.raises(UserError, match="is a checkpoint of q2_segmentation, not q1_fashion"):
+        settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path))
+
+
+def test_a_resumed_run_keeps_the_precision_it_was_trained_in(tmp_path, monkeypatch, capsys):
+    """On a CPU with bf16 but no AMX, auto is fp32; a run trained in bf16 there resumes in bf16, and says why."""
+    monkeypatch.setattr("common.precision.cpu_flags", lambda: {"avx512_bf16"})
+    trained = settings(q1_train, "--model", "basenet", "--precision", "bf16", "--checkpoint-dir", str(tmp_path))
+    write_checkpoint(tmp_path, trained)
+    capsys.readouterr()
+    assert settings(q1_train, "--resume", "--checkpoint-dir", str(tmp_path)).precision == "bf16"
+    assert "precision: bf16 (as the checkpoint was trained)" in capsys.readouterr().out
+    assert settings(q1_train, "--model", "basenet").precision == "fp32"
+
+
+def test_evaluating_from_best_pt_says_so(tmp_path, capsys):
+    run = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path))
+    write_checkpoint(tmp_path, run, names=("best.pt",))
+    settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path))
+    assert f"NOTE: {tmp_path / 'last.pt'} is missing; evaluating from best.pt" in capsys.readouterr().out

@@ -143,3 +143,45 @@ def test_link_without_the_right_to_make_links_copies_and_says_so(tmp_path, tiny_
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == [f"warning: this account cannot make symbolic links in {tmp_path / 'd'} (on Windows: "
                         "Developer Mode is off); copying instead"]
+
+
+def test_what_it_prints_and_a_second_copy_over_the_first_into_a_new_nested_folder(tmp_path, tiny_course_data, capsys):
+    """Each entry is one line, `linked`/`copied SOURCE -> TARGET`; the data folder may be several levels new; a
+    copy over an earlier copy replaces it whole."""
+    from tools.prepare_data import ENTRIES
+    target = tmp_path / "new" / "nested" / "data"
+    for link in (True, False, False):
+        prepare(tiny_course_data, target, link=link)
+        lines = capsys.readouterr().out.splitlines()
+        verb = "linked" if link else "copied"
+        assert lines == [f"{verb} {tiny_course_data / entry} -> {target / entry}" for entry in ENTRIES]
+    assert files_under(target) == files_under(tiny_course_data)
+    assert not any(p.name.startswith(".") for p in target.rglob("*"))  # no .new/.old/.link-probe left behind
+
+
+def test_the_refusals_are_these_lines(tmp_path, tiny_course_data):
+    archive = shutil.make_archive(str(tmp_path / "data"), "zip", root_dir=tiny_course_data.parent, base_dir="data")
+    with pytest.raises(UserError) as error:
+        prepare(archive, tmp_path / "d", link=True)
+    assert str(error.value) == "--link needs a folder as --source, not a zip"
+    (tmp_path / "plain.txt").write_text("not a zip")
+    with pytest.raises(UserError) as error:
+        prepare(tmp_path / "plain.txt", tmp_path / "d")
+    assert str(error.value) == f"--source {tmp_path / 'plain.txt'}: neither a folder nor a zip file"
+    (tiny_course_data / "classes.txt").rename(tiny_course_data / "classes.bak")
+    (tiny_course_data / "classes.txt").write_text("")
+    shutil.rmtree(tiny_course_data / "val")
+    shutil.rmtree(tiny_course_data / "test")
+    with pytest.raises(UserError) as error:
+        prepare(tiny_course_data, tmp_path / "d")
+    assert str(error.value) == f"{tiny_course_data}: missing val, test"
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "classes.txt").symlink_to(tmp_path / "d" / "classes.txt")
+    (tmp_path / "d").mkdir(exist_ok=True)
+    (tmp_path / "d" / "classes.txt").write_text("")
+    with pytest.raises(UserError) as error:
+        prepare(linked, tmp_path / "d")
+    assert str(error.value) == (f"--source {linked}: {linked / 'classes.txt'} is a link into --data-dir "
+                                f"{tmp_path / 'd'} ({tmp_path / 'd' / 'classes.txt'}); give the course's own data "
+                                "folder as --source")
