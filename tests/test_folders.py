@@ -351,3 +351,32 @@ def test_evaluating_from_best_pt_says_so(tmp_path, capsys):
     write_checkpoint(tmp_path, run, names=("best.pt",))
     settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path))
     assert f"NOTE: {tmp_path / 'last.pt'} is missing; evaluating from best.pt" in capsys.readouterr().out
+
+
+def test_eval_only_needs_nothing_written_in_the_checkpoint_folder(tmp_path, monkeypatch):
+    """A run in a read-only folder (a shared course drive) is evaluated: the checkpoint folder is not created,
+    write-tested or locked where its lock file cannot be opened; only the results folder is written."""
+    from common import folders
+    run = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "C"))
+    write_checkpoint(tmp_path / "C", run)
+    (tmp_path / "C" / ".lock").mkdir()  # as in a read-only folder: the lock file cannot be opened for writing
+    checked = []
+    real = folders.prepare_dir
+    monkeypatch.setattr(folders, "prepare_dir", lambda path, flag: checked.append(flag) or real(path, flag))
+    evaluated = settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "C"), "--out-dir",
+                         str(tmp_path / "O"))
+    with open_folders(evaluated):
+        claim(evaluated)
+    assert checked == ["--out-dir"]
+    assert sorted(p.name for p in (tmp_path / "C").iterdir()) == [".lock", "best.pt", "last.pt"]  # nothing added
+
+
+def test_device_mps_where_there_is_none_exits_2_with_one_line(monkeypatch, capsys):
+    from common.runtime import run_cli
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(q1_train.main, ["--device", "mps"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["error: --device mps was requested but PyTorch sees no Apple GPU "
+                                                    "(MPS needs a Mac with Apple silicon or an AMD GPU and macOS 12.3 "
+                                                    "or later); use --device cpu"]
