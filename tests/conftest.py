@@ -29,6 +29,19 @@ def course_data():
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def isolated_default_folders(request, tmp_path_factory, monkeypatch):
+    """No test writes into the repository's results/ or checkpoints/: a run without --out-dir or
+    --checkpoint-dir gets folders of its own test (a marker left in results/ by one test would otherwise
+    change what the next one is allowed to do). Tests marked `repository_folders` see the real defaults."""
+    if "repository_folders" in request.keywords:
+        return
+    from common import run
+    root = tmp_path_factory.mktemp("default-folders")
+    monkeypatch.setattr(run, "RESULTS_DIR", root / "results")
+    monkeypatch.setattr(run, "CHECKPOINTS_DIR", root / "checkpoints")
+
+
 @pytest.fixture
 def tiny_course_data(tmp_path):
     """A valid course folder with 3 train, 2 val and 2 test items."""

@@ -86,6 +86,7 @@ def test_scripts_start_from_any_directory(tmp_path, script):
         assert result.stdout.startswith("usage:")
 
 
+@pytest.mark.repository_folders
 def test_default_folders_are_the_repositorys_and_typed_paths_are_the_users(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = settings(q1_train, "--model", "basenet")
