@@ -135,3 +135,32 @@ def test_one_epoch_steps_once_a_batch_returns_the_mean_loss_and_stops_on_a_nan_b
     assert str(error.value) == "training loss became nan at epoch 5, batch 2; lower --lr"
     assert scheduler.last_epoch == 4  # batch 1 stepped, batch 2 did not
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))  # zero gradients
+
+
+def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_schedule(tmp_path, capsys):
+    """The loop against a hand count: the schedule spans steps_per_epoch x epochs, each epoch prints one line and
+    writes last.pt with the run's settings and identity, a resume says where it starts and sets the rate of its
+    new schedule at the step reached, and a finished run has nothing to train."""
+    from common.loop import lr_schedule
+
+    first = train_tiny(tmp_path, 2)
+    out = capsys.readouterr().out
+    assert "epoch   1/2  train_loss " in out and "  score 1.0000  seconds " in out and "epoch   2/2  " in out
+    assert first["config"] == {"schedule": "onecycle", "epochs": 2, "ema_decay": 0.9}
+    assert first["run_id"] == "test" and first["question"] == "test" and first["epoch"] == 2
+    assert [r["epoch"] for r in first["history"]] == [1, 2] and all(0 <= r["seconds"] < 60 for r in first["history"])
+    assert all("train_loss" in r for r in first["history"])
+    assert first["scheduler"]["last_epoch"] == 4  # 2 epochs of 2 steps
+    assert first["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1 * lr_schedule("onecycle", 4)(4))
+
+    torch.manual_seed(0)
+    model = tiny_net(0)
+    run = fake_run(tmp_path, epochs=5)
+    run.mode, run.saved = "resume", first
+    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=2)
+    training.restore(first)
+    assert training.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_schedule("onecycle", 10)(4))
+    capsys.readouterr()
+    train_tiny(tmp_path, 2, mode="resume", saved=first)
+    assert capsys.readouterr().out.startswith("resumed after epoch 2 (best score so far 1.0000)\n"
+                                              "nothing to train: the checkpoint already has 2 of 2 epochs")
