@@ -185,3 +185,24 @@ def test_the_refusals_are_these_lines(tmp_path, tiny_course_data):
     assert str(error.value) == (f"--source {linked}: {linked / 'classes.txt'} is a link into --data-dir "
                                 f"{tmp_path / 'd'} ({tmp_path / 'd' / 'classes.txt'}); give the course's own data "
                                 "folder as --source")
+
+
+def test_the_command_line_prepares_a_folder_and_reports_bad_input_in_one_line(tmp_path, tiny_course_data, capsys):
+    from tools.prepare_data import main
+    main(["--source", str(tiny_course_data), "--data-dir", str(tmp_path / "d"), "--link"])
+    assert capsys.readouterr().out.splitlines()[-1] == f"{tmp_path / 'd'} is ready"
+    assert (tmp_path / "d" / "train").is_symlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data-dir", str(tmp_path / "d")])
+    assert exit_info.value.code == 2 and "--source" in capsys.readouterr().err
+
+
+def test_the_console_command_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from tools.prepare_data import cli
+    monkeypatch.setattr(sys, "argv", ["cs543-prepare-data", "--source", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: --source {tmp_path / 'nowhere'}: not found\n"
