@@ -206,3 +206,45 @@ def test_the_console_command_exits_2_with_one_line(tmp_path, monkeypatch, capsys
         cli()
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"error: --source {tmp_path / 'nowhere'}: not found\n"
+
+
+def test_an_incomplete_copy_is_caught_before_it_replaces_the_data(tmp_path, tiny_course_data, monkeypatch):
+    """Each entry is checked against its source before the swap: a copy that lost a file is refused in one line and
+    the previous data stays."""
+    import tools.prepare_data as prepare_data
+    target = prepare(tiny_course_data, tmp_path / "d")
+    before = files_under(target)
+    real = prepare_data.copy_split
+
+    def lossy(source, fresh):
+        real(source, fresh)
+        sorted(fresh.iterdir())[0].unlink()
+
+    monkeypatch.setattr(prepare_data, "copy_split", lossy)
+    with pytest.raises(UserError) as error:
+        prepare(tiny_course_data, target)
+    fresh = target / ".train.new"
+    assert str(error.value) == (f"cannot write {target / 'train'}: {fresh} does not match {tiny_course_data / 'train'} "
+                                "after copying (the previous data is intact)")
+    assert files_under(target) == before and not fresh.exists()
+
+
+def test_the_help_of_each_console_command_is_the_reviewed_one(capsys, monkeypatch):
+    """What `--help` prints (tests/data/help.txt, read through by hand): the commands' own names and every
+    option with its words. CS543_UPDATE_HELP=1 rewrites the file after a change has been read through."""
+    import os
+    from pathlib import Path
+
+    from tools import check_submission, prepare_data, report
+    monkeypatch.setenv("COLUMNS", "100")
+    texts = []
+    for module in (prepare_data, check_submission, report):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(["--help"])
+        assert exit_info.value.code == 0
+        texts.append(capsys.readouterr().out)
+    text = "\n".join(texts)
+    expected = Path(__file__).parent / "data" / "help.txt"
+    if os.environ.get("CS543_UPDATE_HELP"):
+        expected.write_text(text)
+    assert text == expected.read_text()
