@@ -86,8 +86,9 @@ def label(run):
     limit = run.get("limit", config.get("limit"))
     if limit:
         parts.append(f"--limit {limit}: trained on part of the data")
-    if run.get("finished") is False or run["epochs"] < config.get("epochs", run["epochs"]):
-        parts.append(f"unfinished: {run['epochs']} of {config.get('epochs')} epochs")
+    planned = run.get("planned_epochs", config.get("epochs", run["epochs"]))
+    if run.get("finished") is False or run["epochs"] < planned:
+        parts.append(f"unfinished: {run['epochs']} of {planned} epochs")
     return "; ".join(parts)
 
 
