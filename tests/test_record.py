@@ -36,8 +36,10 @@ def test_a_run_resumed_with_more_epochs_records_both_stretches_and_says_the_sche
                                    "device": "cpu", "resumed": False}]
     capsys.readouterr()
     second = train_tiny(tmp_path, 2, mode="resume", saved=first)
-    assert [(s["first_epoch"], s["last_epoch"], s["schedule_epochs"], s["resumed"]) for s in second["stretches"]] == \
-        [(1, 1, 1, False), (2, 2, 2, True)]
+    assert second["stretches"] == [{"first_epoch": 1, "last_epoch": 1, "schedule_epochs": 1, "precision": "fp32",
+                                    "device": "cpu", "resumed": False},
+                                   {"first_epoch": 2, "last_epoch": 2, "schedule_epochs": 2, "precision": "fp32",
+                                    "device": "cpu", "resumed": True}]  # the first as recorded, not rebuilt
     assert ("NOTE: the schedule changes: epochs 1-1 followed the 1-epoch schedule; epochs 2-2 follow the 2-epoch "
             "one from its step 2") in capsys.readouterr().out
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
@@ -54,6 +56,13 @@ def test_a_checkpoint_from_before_the_record_gets_one_stretch_from_its_settings(
     state = {"epoch": 4, "config": {"epochs": 6, "precision": "bf16"}}
     assert stretches_of(state) == [{"first_epoch": 1, "last_epoch": 4, "schedule_epochs": 6, "precision": "bf16",
                                     "device": "unknown", "resumed": False}]
+    older = {"epoch": 2, "config": {"epochs": 2}}  # from before precisions were recorded: fp32, the only one then
+    assert stretches_of(older)[0]["precision"] == "fp32"
+
+
+def test_the_validated_epochs_by_hand():
+    from common.loop import validated_epochs
+    assert validated_epochs(6, 7) == [6] and validated_epochs(14, 7) == [7, 14] and validated_epochs(3, 1) == [1, 2, 3]
 
 
 def test_eval_only_in_another_precision_records_both_and_the_views_used(tmp_path):
@@ -151,6 +160,15 @@ def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_sc
     assert [r["epoch"] for r in first["history"]] == [1, 2] and all(0 <= r["seconds"] < 60 for r in first["history"])
     assert all("train_loss" in r for r in first["history"])
     assert first["scheduler"]["last_epoch"] == 4  # 2 epochs of 2 steps
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == 1 and [r["epoch"] for r in best["history"]] == [1]  # a tie keeps the first epoch
+    assert best["stretches"][0]["first_epoch"] == 1
+    capsys.readouterr()
+    train_tiny(tmp_path / "again", 2, mode="resume", saved=best)  # epoch 1 of a 2-epoch schedule, resumed as such
+    assert "schedule changes" not in capsys.readouterr().out
+    result = load_result(fake_run(tmp_path, epochs=2), tiny_net(1))
+    assert result.finished and result.epochs == 2 and result.state["epoch"] == 1 and result.last["epoch"] == 2
+    assert result.stretches == first["stretches"]
     assert first["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1 * lr_schedule("onecycle", 4)(4))
 
     torch.manual_seed(0)
@@ -164,3 +182,5 @@ def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_sc
     train_tiny(tmp_path, 2, mode="resume", saved=first)
     assert capsys.readouterr().out.startswith("resumed after epoch 2 (best score so far 1.0000)\n"
                                               "nothing to train: the checkpoint already has 2 of 2 epochs")
+    (tmp_path / "last.pt").unlink()  # a full disk lost last.pt: best.pt predicts, and is the record
+    assert load_result(fake_run(tmp_path, epochs=2), tiny_net(1)).last["epoch"] == 1
