@@ -65,7 +65,8 @@ def write_results(results):
     # a --final run trained on val: its val figures must not be reported as held out
     write_q1_run(results / "q1_fashion" / "improved-final", "improved", 99.5, [99.0] * 10)
     json_path = results / "q1_fashion" / "improved-final" / "metrics.json"
-    json_path.write_text(json_path.read_text().replace('"final": false', '"final": true'))
+    metrics = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps(dict(metrics, final=True, config=dict(metrics["config"], final=True))))
     return results
 
 
@@ -279,6 +280,12 @@ def test_the_report_texts_of_other_trees_are_the_reviewed_ones(tmp_path, monkeyp
     write_q1_run(results / "q1_fashion" / "quick", "improved", 99.0, [99.0] * 10, limit=600)
     write_q2_run(results / "q2_segmentation" / "lite0", "improved", [0.9, 0.5, 0.6, 0.7, 0.8, 0.85],
                  [0.8, 0.3, 0.4, 0.5, 0.6, 0.7], epochs=1, planned_epochs=3, finished=False)
+    write_q2_run(results / "q2_segmentation" / "scales", "baseline", [0.9, 0.4, 0.5, 0.6, 0.7, 0.8],
+                 [0.8, 0.2, 0.3, 0.4, 0.5, 0.6])  # recorded before the views field: described from its settings
+    scales = results / "q2_segmentation" / "scales" / "metrics.json"
+    metrics = json.loads(scales.read_text())
+    metrics["config"].update(tta=True, tta_scales=[0.75, 1.0, 1.25], precision="bf16")
+    scales.write_text(json.dumps(metrics))
     texts.append(report.build_report(results))
     text = "\n\n=====\n\n".join(texts)
     expected = Path(__file__).parent / "data" / "report_other.md"

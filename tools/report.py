@@ -75,20 +75,18 @@ def problem_of(metrics, question):
 
 
 def label(run):
-    """What a run's figures are when they are not the held-out val figures of a finished run ('' when they are)."""
+    """What a run's figures are when they are not the held-out val figures of a finished run ('' when they are).
+    Read from the run's recorded settings, which every version of metrics.json holds."""
     config = run["config"]
     parts = []
-    if run.get("final") or config.get("final"):
+    if config.get("final"):
         parts.append("--final: trained on val")
-    holdout = run.get("holdout", config.get("holdout"))
-    if holdout:
-        parts.append(f"--holdout {holdout}: figures on training images, not val")
-    limit = run.get("limit", config.get("limit"))
-    if limit:
-        parts.append(f"--limit {limit}: trained on part of the data")
-    planned = run.get("planned_epochs", config.get("epochs", run["epochs"]))
-    if run.get("finished") is False or run["epochs"] < planned:
-        parts.append(f"unfinished: {run['epochs']} of {planned} epochs")
+    if config.get("holdout"):
+        parts.append(f"--holdout {config['holdout']}: figures on training images, not val")
+    if config.get("limit"):
+        parts.append(f"--limit {config['limit']}: trained on part of the data")
+    if run["epochs"] < config.get("epochs", run["epochs"]):
+        parts.append(f"unfinished: {run['epochs']} of {config['epochs']} epochs")
     return "; ".join(parts)
 
 
@@ -132,7 +130,7 @@ def views_of(run, question):
 
 def precision_of(run):
     """'bf16' or 'trained in bf16, evaluated in fp32': the precision(s) a run recorded."""
-    trained = run.get("train_precision") or run.get("precision") or run["config"].get("precision", "fp32")
+    trained = run.get("train_precision") or run["config"].get("precision", "fp32")  # older records: the config's
     evaluated = run.get("eval_precision", trained)
     return trained if evaluated == trained else f"trained in {trained}, evaluated in {evaluated}"
 
