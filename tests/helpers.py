@@ -20,8 +20,11 @@ def write_segmentation_item(folder, name, size=224, label_value=1, image=True, l
 
 
 def read_metrics(out_dir):
+    """A run's metrics.json less what differs between two runs that computed the same numbers: its timing, its
+    id, and its record of how the training went (one stretch, or two around an interruption)."""
     metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
-    metrics.pop("train_seconds")
+    for key in ("train_seconds", "run_id", "training"):
+        metrics.pop(key)
     return metrics
 
 

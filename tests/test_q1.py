@@ -241,7 +241,7 @@ def test_a_resumed_run_takes_its_new_schedule_from_the_first_step(tmp_path, cour
 def test_final_trains_on_all_60000_images_and_says_so(tmp_path, course_data, capsys):
     out, ckpt = run_q1(tmp_path, "f", "--model", "basenet", "--epochs", "1", "--final", course_data=course_data)
     printed = capsys.readouterr().out
-    assert "train 60000 images" in printed and "not a held-out figure" in printed
+    assert "train 60000 images" in printed and "the val figures below are not held-out figures" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["final"] is True and metrics["config"]["final"] is True
     assert [r.keys() for r in metrics["history"]] == [{"epoch", "train_loss"}]  # no val pick of an epoch
@@ -254,7 +254,7 @@ def test_resume_under_bf16_matches_an_uninterrupted_run(tmp_path, course_data, m
     monkeypatch.setattr("common.precision.cpu_flags", lambda: {"avx512_bf16"})  # bf16 runs (emulated) anywhere
     common = ("--width", "4", "--epochs", "2", "--limit", "1000", "--batch-size", "128", "--precision", "bf16")
     straight, _ = run_q1(tmp_path, "straight", *common, course_data=course_data)
-    assert read_metrics(straight)["precision"] == "bf16"
+    assert read_metrics(straight)["train_precision"] == "bf16"
     resumed, _ = interrupted_then_resumed(monkeypatch, partial(run_q1, tmp_path, course_data=course_data),
                                           *common)
     assert read_metrics(resumed) == read_metrics(straight)

@@ -200,8 +200,9 @@ def test_sigterm_ends_a_run_with_one_line_and_its_checkpoints_intact(tmp_path, c
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143
-    assert err.strip().splitlines()[-1] == f"terminated (SIGTERM); {ckpt / 'last.pt'} holds the last finished " \
-                                           "epoch (continue with --resume)"
+    assert err.strip().splitlines()[-1] == (f"terminated (SIGTERM); {ckpt / 'last.pt'} holds the last finished "
+                                            f"epoch (continue with --resume --checkpoint-dir {ckpt} --out-dir "
+                                            f"{tmp_path / 'O'})")
     assert torch.load(ckpt / "last.pt", weights_only=False)["epoch"] >= 1
 
 
