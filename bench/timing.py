@@ -37,13 +37,11 @@ def other_training_processes():
 
 
 def load_average():
-    """The 1-minute load average: the OS's where it has one (Unix), else psutil's emulation (Windows), else the
-    cores busy over one second measured now."""
-    if hasattr(os, "getloadavg"):
-        return os.getloadavg()[0]
+    """The 1-minute load average, through psutil: the OS's on Unix, psutil's emulation on Windows; where psutil
+    has neither, the cores busy over one second measured now."""
     import psutil
 
-    if hasattr(psutil, "getloadavg"):
+    if hasattr(psutil, "getloadavg"):  # Unix: the OS's own; Windows: psutil's emulation
         return psutil.getloadavg()[0]
     return psutil.cpu_percent(interval=1.0) / 100 * (os.cpu_count() or 1)
 

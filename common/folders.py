@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.loop import TrainingStopped
 from common.runtime import UserError, prepare_dir, write_json
 
 try:  # Unix
@@ -201,8 +202,6 @@ def open_folders(run):
     """The run's folders, made writable (the checkpoint folder only where the run trains) and locked, and
     checked to hold no other run. Deletes nothing: see `claim`. An interruption (Ctrl-C, SIGTERM) leaves one
     line that says what is saved."""
-    from common.loop import TrainingStopped  # common.loop imports this module's neighbours; kept local
-
     out_dir = prepare_dir(run.out_dir, "--out-dir")
     if run.trains:
         prepare_dir(run.checkpoint_dir, "--checkpoint-dir")

@@ -19,6 +19,20 @@ def write_segmentation_item(folder, name, size=224, label_value=1, image=True, l
         Image.fromarray(mask, mode="L").save(folder / f"{name}.png")
 
 
+def matches_expected(text, name, update_variable):
+    """Assert `text` equals tests/data/NAME, showing a diff where it does not; with the environment variable
+    `update_variable` set, write `text` there first (after a deliberate change of wording)."""
+    import difflib
+    import os
+
+    expected = Path(__file__).parent / "data" / name
+    if os.environ.get(update_variable):
+        expected.write_text(text)
+    diff = "".join(difflib.unified_diff(expected.read_text().splitlines(True), text.splitlines(True), "expected",
+                                        "now"))
+    assert not diff, diff
+
+
 def read_metrics(out_dir):
     """A run's metrics.json less what differs between two runs that computed the same numbers: its timing, its
     id, and its record of how the training went (one stretch, or two around an interruption)."""

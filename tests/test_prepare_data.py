@@ -229,12 +229,10 @@ def test_an_incomplete_copy_is_caught_before_it_replaces_the_data(tmp_path, tiny
     assert files_under(target) == before and not fresh.exists()
 
 
-def test_the_help_of_each_console_command_is_the_reviewed_one(capsys, monkeypatch):
-    """What `--help` prints (tests/data/help.txt, read through by hand): the commands' own names and every
-    option with its words. CS543_UPDATE_HELP=1 rewrites the file after a change has been read through."""
-    import os
-    from pathlib import Path
-
+def test_the_help_of_each_console_command_is_the_expected_one(capsys, monkeypatch):
+    """What `--help` prints, compared with tests/data/help.txt: the commands' own names and every option with
+    its words. CS543_UPDATE_HELP=1 rewrites the file after a deliberate change of wording."""
+    from tests.helpers import matches_expected
     from tools import check_submission, prepare_data, report
     monkeypatch.setenv("COLUMNS", "100")
     texts = []
@@ -243,8 +241,4 @@ def test_the_help_of_each_console_command_is_the_reviewed_one(capsys, monkeypatc
             module.main(["--help"])
         assert exit_info.value.code == 0
         texts.append(capsys.readouterr().out)
-    text = "\n".join(texts)
-    expected = Path(__file__).parent / "data" / "help.txt"
-    if os.environ.get("CS543_UPDATE_HELP"):
-        expected.write_text(text)
-    assert text == expected.read_text()
+    matches_expected("\n".join(texts), "help.txt", "CS543_UPDATE_HELP")

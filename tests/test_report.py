@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from q1_fashion.data import CLASSES as Q1_CLASSES
 from q1_fashion.train import RECIPES
 from q2_segmentation.data import CLASSES as Q2_CLASSES
 from q2_segmentation.train import RECIPES as Q2_RECIPES
+from tests.helpers import matches_expected
 from tools import report
 
 
@@ -239,33 +239,20 @@ def test_runs_are_found_by_what_their_metrics_say_not_by_their_folder_names(tmp_
     assert "| Q2 best model, val mAP / mIoU | 0.79 / 0.58 | 0.900 / 0.600 |" in text
 
 
-def test_the_whole_report_text_is_the_reviewed_one(tmp_path, monkeypatch):
+def test_the_whole_report_text_is_the_expected_one(tmp_path, monkeypatch):
     """The report is what students hand in: its whole text for the results tree of write_results() is compared
-    with tests/data/report.md, written once and read through by hand against the inputs above (every number
-    in it is one of theirs). A change of wording shows here as a diff; CS543_UPDATE_REPORT=1 rewrites the file
-    after such a change has been read through."""
-    import difflib
-    import os
-
+    with tests/data/report.md, in which every number is one of those inputs'. A change of wording shows here as a
+    diff; CS543_UPDATE_REPORT=1 rewrites the file after a deliberate change."""
     from common import paths
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
-    text = report.build_report(write_results(tmp_path / "results"))
-    expected = Path(__file__).parent / "data" / "report.md"
-    if os.environ.get("CS543_UPDATE_REPORT"):
-        expected.write_text(text)
-    diff = "".join(difflib.unified_diff(expected.read_text().splitlines(True), text.splitlines(True), "reviewed",
-                                        "now"))
-    assert not diff, diff
+    matches_expected(report.build_report(write_results(tmp_path / "results")), "report.md", "CS543_UPDATE_REPORT")
 
 
-def test_the_report_texts_of_other_trees_are_the_reviewed_ones(tmp_path, monkeypatch):
-    """Two more trees, compared with tests/data/report_other.md (read through by hand): an empty one (every
+def test_the_report_texts_of_other_trees_are_the_expected_ones(tmp_path, monkeypatch):
+    """Two more trees, compared with tests/data/report_other.md: an empty one (every
     missing run named with its command), and one of runs recorded by an older version (no views or
     train_precision fields: described from their settings), a run trained in bf16 and evaluated in fp32,
     --holdout, --limit and unfinished runs, and no Q2 baseline. CS543_UPDATE_REPORT=1 rewrites the file."""
-    import difflib
-    import os
-
     from common import paths
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     texts = [report.build_report(tmp_path / "empty" / "results")]
@@ -287,10 +274,4 @@ def test_the_report_texts_of_other_trees_are_the_reviewed_ones(tmp_path, monkeyp
     metrics["config"].update(tta=True, tta_scales=[0.75, 1.0, 1.25], precision="bf16")
     scales.write_text(json.dumps(metrics))
     texts.append(report.build_report(results))
-    text = "\n\n=====\n\n".join(texts)
-    expected = Path(__file__).parent / "data" / "report_other.md"
-    if os.environ.get("CS543_UPDATE_REPORT"):
-        expected.write_text(text)
-    diff = "".join(difflib.unified_diff(expected.read_text().splitlines(True), text.splitlines(True), "reviewed",
-                                        "now"))
-    assert not diff, diff
+    matches_expected("\n\n=====\n\n".join(texts), "report_other.md", "CS543_UPDATE_REPORT")
