@@ -58,6 +58,9 @@ class Question:
     evaluation: tuple          # recipe entries that are evaluation settings: they may differ from a checkpoint's
     switches: tuple = ()       # network switches named in the run's folder when they are not the recipe's
     identity: dict = field(default_factory=dict)  # settings beside the recipe that say what the network is
+    # settings added to the recipes after runs were saved, each with the value that a run saved without it
+    # trained with: such a run resumes and is described as it was, whatever the recipe's value is now
+    introduced: dict = field(default_factory=dict)
     options: dict = field(default_factory=lambda: dict(OPTIONS))  # how it trains besides its recipe
     unset: dict = field(default_factory=dict)  # flag values that mean "not given" (Q2: --backbone auto)
     prefix: Callable[[dict], str] = lambda settings: settings["model"]  # the folder name's first part
@@ -244,9 +247,11 @@ def find_checkpoint_dir(question, wanted):
 
 
 def settle(question, saved, given, mode, checkpoint):
-    """A saved run's settings under the flags given: the recipe fills what the checkpoint lacks, the
+    """A saved run's settings under the flags given: the recipe fills what the checkpoint lacks (but a setting
+    added since, in `question.introduced`, takes the value the run trained with), the
     checkpoint's values are the run's, and a flag that contradicts them is refused in one line, except
     the evaluation settings and, with --resume, a larger --epochs."""
+    saved = {**question.introduced, **saved}
     settings = recipe_settings(question, given.get("model", saved.get("model", question.default_model)))
     settings.update({key: saved[key] for key in settings if key in saved})
     flag_name = "--eval-only" if mode == "eval" else "--resume"

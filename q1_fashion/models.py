@@ -57,6 +57,13 @@ def _conv3x3(channels, batchnorm):
     return layers + ([nn.BatchNorm2d(channels)] if batchnorm else []) + [nn.ReLU(inplace=True)]
 
 
+class Residual(nn.Sequential):
+    """x + layers(x): a block that keeps its input's channels and size, with a ResNet shortcut around it."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
 class FashionNet(nn.Module):
     """BaseNet's shape with the ablation's switches.
 
@@ -64,19 +71,21 @@ class FashionNet(nn.Module):
     depth: convolutions per stage; the extra ones are 3x3 'same' convs after each pool, so the
         spatial sizes, and the 16-pixel map the fc layer sees, stay those of BaseNet.
     batchnorm: BatchNorm after every conv and the hidden fc layer.
+    residual: each extra 3x3 conv block (depth 2 or more) adds its input back, a ResNet shortcut.
     dropout: before the last fc layer. (Dropout after the first stage as well was measured and did not
         pay: README, "Performance".)
     width=6, depth=1, batchnorm=False, dropout=0 is BaseNet itself: the same layers and parameters, and
     the same outputs (without BatchNorm, pooling before the ReLU changes nothing).
     """
 
-    def __init__(self, width=6, depth=1, batchnorm=False, dropout=0.0):
+    def __init__(self, width=6, depth=1, batchnorm=False, dropout=0.0, residual=False):
         super().__init__()
         layers, channels = [], 1
         for out_channels in (width, 2 * width):
             layers += _stage(channels, out_channels, batchnorm)
             for _ in range(depth - 1):
-                layers += _conv3x3(out_channels, batchnorm)
+                block = _conv3x3(out_channels, batchnorm)
+                layers += [Residual(*block)] if residual else block
             channels = out_channels
         self.features = nn.Sequential(*layers)
         hidden = 2 * width
@@ -90,7 +99,7 @@ class FashionNet(nn.Module):
 
 
 MODELS = ("basenet", "report_best", "improved")
-FAMILY_KEYS = ("width", "depth", "batchnorm", "dropout")
+FAMILY_KEYS = ("width", "depth", "batchnorm", "dropout", "residual")
 
 
 def build_model(config):

@@ -64,10 +64,12 @@ RECIPES = {
         tta_shift=1,           # and on both moved 1 pixel four ways: 10 views
         ema_decay=0.995,       # predict with a weight average of the last few hundred steps
         width=32, depth=2, batchnorm=True, dropout=0.2,  # the frontier's best at this budget
+        residual=False,
     ),
 }
 QUESTION = Question(name="q1_fashion", script="q1_fashion/train.py", recipes=RECIPES, default_model="improved",
                     evaluation=("tta", "tta_shift"), switches=FAMILY_KEYS,
+                    introduced={"residual": False},  # runs saved before the switch had no shortcuts
                     outputs=(PREDICTIONS, VAL_PREDICTIONS, "confusion.png", "misclassified.png"),
                     views=views_used, describe_views=describe_views)
 
@@ -91,6 +93,9 @@ def parse_args(argv=None):
     ablation.add_argument("--dropout", type=probability, help="dropout probability")
     ablation.add_argument("--depth", type=positive_int, help="convolutions per stage")
     ablation.add_argument("--width", type=positive_int, help="channels of the first stage (BaseNet: 6)")
+    ablation.add_argument("--residual", action=argparse.BooleanOptionalAction,
+                          help="with --depth 2 or more, each extra 3x3 convolution adds its input back (a ResNet "
+                               "shortcut)")
     args = parser.parse_args(argv)
     reject_switches(parser, args, FAMILY_KEYS, "improved", QUESTION.default_model)
     return args

@@ -11,7 +11,7 @@ from common.metrics import format_classification
 from common.runtime import UserError, count_parameters
 from q1_fashion import data as q1_data
 from q1_fashion import train as q1_train
-from q1_fashion.models import BaseNet, FashionNet, ReportBest, build_model
+from q1_fashion.models import BaseNet, FashionNet, ReportBest, Residual, build_model
 from tests.helpers import interrupted_then_resumed, read_metrics, views_only
 from tools import check_submission
 
@@ -35,6 +35,25 @@ def test_family_without_switches_is_basenet_and_improved_runs():
     net = build_model(config)
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_residual_blocks_add_their_input_to_the_plain_blocks_output():
+    torch.manual_seed(0)
+    plain, residual = FashionNet(8, 3, True), FashionNet(8, 3, True, residual=True)
+    assert count_parameters(plain) == count_parameters(residual)  # a shortcut without a projection: no weights
+    residual.load_state_dict({key: value for key, value in zip(residual.state_dict(), plain.state_dict().values(),
+                                                               strict=True)})
+    blocks = [m for m in residual.features if isinstance(m, Residual)]
+    assert len(blocks) == 4  # depth 3: two extra blocks in each of the two stages
+    plain.eval(), residual.eval()
+    x = torch.randn(2, 1, 28, 28)
+    # up to the first extra block the two networks are the same layers; then the block adds its input back
+    before, block = plain.features[:4](x), plain.features[4:7]
+    assert torch.allclose(residual.features[:5](x), before + block(before), atol=1e-6)
+    assert FashionNet(8, 1, True, residual=True).state_dict().keys() == FashionNet(8, 1, True).state_dict().keys()
+    assert q1_train.parse_args(["--residual"]).residual is True
+    with pytest.raises(SystemExit):
+        q1_train.parse_args(["--model", "basenet", "--residual"])
 
 
 def test_split_is_first_55000_then_last_5000():

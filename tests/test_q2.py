@@ -237,8 +237,11 @@ def test_smoke_one_epoch_on_16_images_writes_every_output(tmp_path, course_data,
 
 
 @pytest.mark.slow
-def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch):
-    common = ("--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "2", "--batch-size", "2")
+@pytest.mark.parametrize("resizing", [(), ("--low-res", "112", "--max-scale", "1.5")], ids=["plain", "low-res"])
+def test_q2_resume_and_determinism(tmp_path, tiny_course_data, monkeypatch, resizing):
+    # with --low-res, epoch 1 of 2 trains at 112 pixels and the resumed epoch 2 at 224
+    common = ("--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "2", "--batch-size", "2",
+              *resizing)
     straight, _ = run_q2(tmp_path, "straight", *common, data_dir=tiny_course_data)
     again, _ = run_q2(tmp_path, "again", *common, data_dir=tiny_course_data)
     assert read_metrics(straight) == read_metrics(again)
@@ -463,6 +466,47 @@ def test_crop_flag_must_fit_the_image():
     for bad in ("16", "256"):
         with pytest.raises(SystemExit):
             q2_train.parse_args(["--crop", bad])
+
+
+def test_low_res_epochs_see_the_augmented_views_scaled_down_and_the_rest_full_size():
+    recipe = dict(q2_train.RECIPES["improved"], epochs=10, low_res=160, low_res_share=0.5)
+    ratio = 160 / 224
+    for epoch in range(1, 6):  # 0.5 x 10 = 5 low-resolution epochs, the first ones
+        assert q2_train.training_view(recipe, epoch) == (1.5 * ratio, 0.75 * ratio, 160)
+    for epoch in range(6, 11):
+        assert q2_train.training_view(recipe, epoch) == (1.5, 0.75, None)
+    # a window shrinks in proportion; a share of the epochs rounds down to whole epochs (0.5 x 17: 8, and
+    # 0.29 x 100 is 28.999999999999996 in floating point: still 29); no low_res: every epoch the recipe's
+    assert q2_train.training_view(dict(recipe, crop=176, low_res=112), 1)[2] == 88
+    assert [q2_train.training_view(dict(recipe, epochs=17), epoch)[2] for epoch in (8, 9)] == [160, None]
+    assert [q2_train.training_view(dict(recipe, epochs=100, low_res_share=0.29), e)[2] for e in (29, 30)] == [160, None]
+    assert q2_train.training_view(dict(recipe, low_res=None), 1) == (1.5, 0.75, None)
+
+
+def test_a_low_res_run_trains_its_first_epochs_on_smaller_batches(tmp_path, tiny_course_data, monkeypatch):
+    sizes = []
+
+    def recording(*args, **kwargs):
+        for images, labels in q2_batches(*args, **kwargs):
+            sizes.append((images.shape[-1], labels.shape[-1]))
+            yield images, labels
+
+    q2_batches = q2_train.batches
+    monkeypatch.setattr(q2_train, "batches", recording)
+    out, _ = run_q2(tmp_path, "low", "--backbone", "efficientnet_lite0", "--model", "baseline", "--epochs", "4",
+                    "--batch-size", "3", "--low-res", "112", "--low-res-share", "0.5", "--max-scale", "1.5",
+                    data_dir=tiny_course_data)
+    assert sizes == [(112, 112)] * 2 + [(224, 224)] * 2  # one batch of 3 images an epoch
+    config = read_metrics(out)["config"]
+    assert (config["low_res"], config["low_res_share"]) == (112, 0.5)
+
+
+def test_low_res_flags_are_checked():
+    assert q2_train.parse_args(["--low-res", "160"]).low_res == 160
+    for bad in (["--low-res", "16"], ["--low-res", "256"], ["--low-res", "160", "--low-res-share", "1"],
+                ["--low-res", "160", "--no-augment"]):
+        with pytest.raises(SystemExit):
+            q2_train.parse_args(bad)
 
 
 def test_colour_jitter_changes_images_not_labels():

@@ -145,6 +145,24 @@ def test_settings_precedence_recipe_then_checkpoint_then_flags(tmp_path):
         settings(q1_train, "--eval-only", "--model", "basenet", "--checkpoint-dir", str(ckpt))
 
 
+@pytest.mark.parametrize("module, key, before, now",
+                         [(q2_train, "low_res", None, 160), (q1_train, "residual", False, True)])
+def test_a_run_saved_before_a_setting_existed_resumes_as_it_trained(tmp_path, monkeypatch, module, key, before, now):
+    """A recipe that later gains a setting (here: set to a new default) must not change a run saved without it:
+    the run trained with the setting's earlier behaviour, and resumes and is recorded with it."""
+    ckpt = tmp_path / "C"
+    extra = ["--backbone", "efficientnet_lite0"] if module is q2_train else []
+    trained = settings(module, *extra, "--checkpoint-dir", str(ckpt))
+    old_record = {k: v for k, v in trained.record.items() if k != key}  # as an older version saved it
+    write_checkpoint(ckpt, old_record)
+    model = module.QUESTION.default_model
+    monkeypatch.setitem(module.QUESTION.recipes, model, dict(module.QUESTION.recipes[model], **{key: now}))
+    assert settings(module, *extra, "--checkpoint-dir", str(tmp_path / "fresh")).recipe[key] == now
+    for mode in ("--resume", "--eval-only"):
+        resumed = settings(module, mode, "--checkpoint-dir", str(ckpt))
+        assert resumed.recipe[key] == before and resumed.record[key] == before
+
+
 HOLD = ("import sys, time\nfrom common.folders import locked\nwith locked(sys.argv[1]):\n"
         "    print('held', flush=True)\n    time.sleep(60)\n")
 

@@ -35,7 +35,7 @@ def test_a_two_trial_sweep_writes_a_study_that_a_second_process_adds_to(tmp_path
     assert trials[2].params != trials[0].params  # the default ran once, not once a process
 
 
-@pytest.mark.parametrize("question", ["q1", "q2"])
+@pytest.mark.parametrize("question", ["q1", "q2", "q1-arch"])
 def test_the_search_space_holds_the_default_recipe(question):
     """The study's first trial is the default recipe (its figure is what a winner must beat), so each lever's
     range must hold the default's value, and the value must be the recipe's."""
@@ -55,7 +55,7 @@ def test_trials_are_pruned_only_from_a_third_of_their_epochs_on():
     from bench import sweep
 
     def first_pruned_epoch(extra, epochs):
-        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner("q1", extra))
+        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(sweep.SPACES["q1"], extra))
         for _ in range(3):  # three finished trials at 90 % every epoch
             study.add_trial(optuna.trial.create_trial(value=90.0, intermediate_values=dict.fromkeys(
                 range(1, epochs + 1), 90.0), distributions={}, params={}))
@@ -105,3 +105,72 @@ def test_a_trial_tunes_on_the_holdout_never_val_with_its_share_of_the_threads(mo
     assert value == 85.5 and seen["threads"] == "1"
     assert command[command.index("--holdout") + 1] == str(sweep.SPACES["q1"]["holdout"])
     assert "--final" not in command and "--eval-only" not in command
+
+
+def test_an_equal_time_trial_trains_the_epochs_that_fit_its_budget_and_records_its_time(monkeypatch):
+    """Sweep docstring, q1-arch: a trial's epochs are those that fit the budget at its measured seconds per
+    epoch; its whole run's seconds are recorded, and a run over the budget is infeasible, never the winner."""
+    optuna = pytest.importorskip("optuna")
+    import json
+
+    from bench import sweep
+
+    assert sweep.epochs_within(420, 25, 13.0) == 30  # 395 / 13 = 30.4
+    assert sweep.epochs_within(420, 25, 500.0) == 1  # at least one epoch
+    seen = {}
+
+    class FakeProcess:
+        def __init__(self, command, cwd, stdout, stderr, env):
+            seen["command"] = command
+            out = __import__("pathlib").Path(command[command.index("--out-dir") + 1])
+            out.mkdir(parents=True)
+            (out / "history.jsonl").write_text(json.dumps({"epoch": 1, "val_accuracy": 91.0}) + "\n")
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+        returncode = 0
+
+    measured = []
+    monkeypatch.setattr(sweep, "epoch_seconds", lambda space, flags: measured.append(flags) or 10.0)
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeProcess)
+    space = sweep.SPACES["q1-arch"]
+    study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(space, []))
+    assert isinstance(study.pruner, optuna.pruners.NopPruner)  # epochs differ: figures at one epoch do not compare
+    trial = study.ask({"width": optuna.distributions.IntDistribution(16, 64, step=8),
+                       "depth": optuna.distributions.IntDistribution(1, 3),
+                       "residual": optuna.distributions.CategoricalDistribution([False, True]),
+                       "batch_size": optuna.distributions.CategoricalDistribution([128, 256, 512])})
+    assert sweep.run_trial(trial, space, [], threads=2) == 91.0
+    command, flags = seen["command"], measured[0]
+    epochs = int((420 - space["overhead"]) // (10 * space["sustained"]))
+    assert command[command.index("--epochs") + 1] == str(epochs)
+    assert flags[flags.index("--width") + 1] == str(trial.params["width"])  # the network timed is the one trained
+    assert ("--residual" in flags) == trial.params["residual"]
+    assert trial.user_attrs["epochs"] == epochs and trial.user_attrs["seconds"] >= 0
+    study.tell(trial, 91.0)  # the fake run took no time: feasible, 420 s under its budget
+    assert study.trials[0].constraints["seconds_over_budget"] == pytest.approx(trial.user_attrs["seconds"] - 420)
+
+    class Timed:
+        def __init__(self, seconds):
+            self.user_attrs = {"seconds": seconds} if seconds is not None else {}
+
+    assert sweep.feasible(Timed(420), space) and not sweep.feasible(Timed(421), space)
+    assert not sweep.feasible(Timed(None), space)  # a run that recorded no time
+    assert sweep.feasible(Timed(10_000), sweep.SPACES["q1"])  # no budget: every trial counts
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["q1-arch", "--workers", "2"], "one trial at a time"),
+    (["q1-arch", "--epochs", "10"], "drop --epochs"),
+    (["q1", "--budget", "100"], "--budget applies to the equal-time space"),
+])
+def test_equal_time_flags_are_checked(argv, message, monkeypatch, capsys):
+    from bench import sweep
+    monkeypatch.setattr(sys, "argv", ["bench/sweep.py", *argv])
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main()
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
