@@ -481,6 +481,10 @@ def test_low_res_epochs_see_the_augmented_views_scaled_down_and_the_rest_full_si
     assert [q2_train.training_view(dict(recipe, epochs=17), epoch)[2] for epoch in (8, 9)] == [160, None]
     assert [q2_train.training_view(dict(recipe, epochs=100, low_res_share=0.29), e)[2] for e in (29, 30)] == [160, None]
     assert q2_train.training_view(dict(recipe, low_res=None), 1) == (1.5, 0.75, None)
+    # the report's words for it, and none for a run without it (or saved before it existed)
+    assert q2_train.describe_low_res(recipe) == ", epochs 1-5 of 10 at 160 pixels"
+    assert q2_train.describe_low_res(dict(recipe, low_res=None)) == ""
+    assert q2_train.describe_low_res({"epochs": 10}) == ""
 
 
 def test_a_low_res_run_trains_its_first_epochs_on_smaller_batches(tmp_path, tiny_course_data, monkeypatch):
