@@ -15,34 +15,31 @@ training set) both ways, the compilation counted once, and prints the verdict. N
 import statistics
 import time
 
-import torch
-
-from bench.timing import bench_parser, refuse_if_busy
+from bench.cpu_settings import EXTRA, MODULES, resolved
+from bench.timing import bench_parser, refuse_if_busy, training_pieces
 from common.paths import DATA_DIR
-from common.run import resolve
-from q1_fashion import train as q1_train
-from q2_segmentation import train as q2_train
+from q1_fashion.data import NUM_TRAIN
+from q2_segmentation.data import list_items
 
-MODULES = {"q1": q1_train, "q2": q2_train}
 IMAGES = {"q1": 8192, "q2": 96}  # a few steps an epoch: 32 of Q1's batches of 256, 6 of Q2's batches of 16
-FULL = {"q1": 55000, "q2": 700}  # the images a default run trains on an epoch
 
 
-def epochs_timed(question, compiled, data):
-    """Seconds of each of three epochs of train.py's training over data, the model compiled in place or not."""
-    module = MODULES[question]
-    run = data["run"]
-    torch.manual_seed(0)
-    model = module.build(run)
+def epochs_timed(question, compiled):
+    """Seconds of each of three epochs of train.py's training, the model compiled in place or not."""
+    _, model, run_epoch, _ = training_pieces(MODULES[question], [*EXTRA[question], "--limit", str(IMAGES[question])])
     if compiled:
-        model.compile()
-    _, run_epoch, _ = module.trainer(run, model, data["data"])
+        model.compile()  # in place: the trainer's references and a checkpoint's keys stay the same
     seconds = []
     for epoch in (1, 2, 3):
         began = time.perf_counter()
         run_epoch(epoch)
         seconds.append(time.perf_counter() - began)
     return seconds
+
+
+def full_epoch_images(question):
+    """The images a default run trains on an epoch: Q1's first 55,000, Q2's whole train folder."""
+    return NUM_TRAIN if question == "q1" else len(list_items(DATA_DIR / "train", labelled=True))
 
 
 def main():
@@ -52,14 +49,10 @@ def main():
     args = parser.parse_args()
     refuse_if_busy(args.force)
     for question in args.questions:
-        module = MODULES[question]
-        extra = ["--backbone", "efficientnet_lite0", "--no-pretrained"] if question == "q2" else []
-        run = resolve(module.parse_args([*extra, "--limit", str(IMAGES[question])]), module.QUESTION)
-        data = {"run": run, "data": module.load_data(run, DATA_DIR)}
         eager, compiled = [], []
         for round_number in range(1, args.rounds + 1):
-            eager.append(epochs_timed(question, False, data))
-            compiled.append(epochs_timed(question, True, data))
+            eager.append(epochs_timed(question, False))
+            compiled.append(epochs_timed(question, True))
             print(f"{question} round {round_number}: eager epochs {', '.join(f'{s:.1f}' for s in eager[-1])} s; "
                   f"compiled {', '.join(f'{s:.1f}' for s in compiled[-1])} s", flush=True)
         steady_eager = statistics.median(s[2] for s in eager) / IMAGES[question]
@@ -67,7 +60,8 @@ def main():
         # the first two epochs' excess over the steady one, less eager's own (oneDNN builds kernels on first use)
         compile_seconds = statistics.median((c[0] + c[1] - 2 * c[2]) - (e[0] + e[1] - 2 * e[2])
                                             for c, e in zip(compiled, eager, strict=True))
-        epochs, images = run.recipe["epochs"], FULL[question]
+        epochs = resolved(question)[1].recipe["epochs"]
+        images = full_epoch_images(question)
         plain = epochs * images * steady_eager
         with_compile = compile_seconds + epochs * images * steady_compiled
         print(f"{question}: steady epoch {steady_eager / steady_compiled:.2f}x as fast compiled; compilation "

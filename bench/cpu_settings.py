@@ -13,36 +13,30 @@ import time
 import torch
 from torch import nn
 
-from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy
-from common.paths import DATA_DIR
+from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy, training_pieces
 from common.precision import CPU_BF16_FLAGS, autocast, cpu_flags
 from common.run import resolve
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 
+MODULES = {"q1": q1_train, "q2": q2_train}
+# the default model's recipe; Q2's trunk with random weights (the weights do not change a step's time)
+EXTRA = {"q1": [], "q2": ["--backbone", "efficientnet_lite0", "--no-pretrained"]}
+
 
 def resolved(question, *flags):
-    """The run train.py resolves from these flags (the default model's recipe, random trunk weights for Q2)."""
-    module = q1_train if question == "q1" else q2_train
-    extra = ["--backbone", "efficientnet_lite0", "--no-pretrained"] if question == "q2" else []
-    return module, resolve(module.parse_args([*extra, *flags]), module.QUESTION)
+    """The run train.py resolves from these flags."""
+    module = MODULES[question]
+    return module, resolve(module.parse_args([*EXTRA[question], *flags]), module.QUESTION)
 
 
 def loop_rate(question, precision, images=512):
     """images/s of one epoch of train.py's own training (its trainer()) over the first `images` training images."""
-    module, run = resolved(question, "--precision", precision, "--limit", str(images))
-    key = (question, images)
-    if key not in LOADED:  # decoded once for every round
-        LOADED[key] = module.load_data(run, DATA_DIR)
-    torch.manual_seed(0)
-    model = module.build(run)
-    _, run_epoch, _ = module.trainer(run, model, LOADED[key])
+    _, _, run_epoch, _ = training_pieces(MODULES[question],
+                                         [*EXTRA[question], "--precision", precision, "--limit", str(images)])
     began = time.perf_counter()
     run_epoch(1)
     return images / (time.perf_counter() - began)
-
-
-LOADED = {}
 
 
 def rate(build, input_shape, batch, steps, channels_last, threads, precision="fp32"):

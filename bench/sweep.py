@@ -31,13 +31,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
-
-from bench.timing import bench_parser, follow, refuse_if_busy
+from bench.timing import bench_parser, follow, refuse_if_busy, training_pieces
 from common.cli import as_words
-from common.paths import DATA_DIR, REPO_ROOT
-from common.run import requested, resolve
+from common.paths import REPO_ROOT
+from common.run import requested
 from q1_fashion import train as q1_train
+from q1_fashion.data import NUM_TRAIN
 from q2_segmentation import train as q2_train
 
 # The recipe's own levers (the flags of train.py) and the ranges searched around each default.
@@ -68,7 +67,6 @@ SPACES = {
     "q1-arch": {
         "question": "q1", "script": "q1_fashion/train.py", "holdout": 5000, "key": "val_accuracy",
         "budget": 420,          # seconds a whole run may take: the default's budget on the slowest machine
-        "train_images": 50000,  # what a --holdout 5000 run trains on an epoch: 55,000 - 5,000
         # start-up, data, the final 10-view predictions and the figures: a default run's time less its epochs'
         # (13 s on an AVX-512 EPYC), with a margin
         "overhead": 20,
@@ -136,25 +134,16 @@ def epochs_within(budget, overhead, epoch_seconds):
     return max(1, math.floor((budget - overhead) / epoch_seconds))
 
 
-CALIBRATION_DATA = {}  # decoded once a process
-
-
 def epoch_seconds(space, flags):
     """Seconds of one training epoch and one validation of `train.py FLAGS` on this machine: an epoch over
     CALIBRATION_IMAGES training images, timed after a first untimed one (kernels and caches warm), scaled to
-    the space's train_images, plus one validation of the holdout, timed."""
-    module = SCRIPTS[space["question"]]
-    run = resolve(module.parse_args([*flags, "--holdout", str(space["holdout"]), "--limit",
-                                     str(CALIBRATION_IMAGES)]), module.QUESTION)
-    if space["question"] not in CALIBRATION_DATA:
-        CALIBRATION_DATA[space["question"]] = module.load_data(run, DATA_DIR)
-    torch.manual_seed(0)
-    model = module.build(run)
-    _, run_epoch, validate = module.trainer(run, model, CALIBRATION_DATA[space["question"]])
+    the images a holdout run trains on, plus one validation of the holdout, timed."""
+    _, _, run_epoch, validate = training_pieces(SCRIPTS[space["question"]], [
+        *flags, "--holdout", str(space["holdout"]), "--limit", str(CALIBRATION_IMAGES)])
     run_epoch(1)
     began = time.perf_counter()
     run_epoch(2)
-    training = (time.perf_counter() - began) * space["train_images"] / CALIBRATION_IMAGES
+    training = (time.perf_counter() - began) * (NUM_TRAIN - space["holdout"]) / CALIBRATION_IMAGES
     began = time.perf_counter()
     validate()
     return training + time.perf_counter() - began

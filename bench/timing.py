@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.paths import REPO_ROOT
+from common.paths import DATA_DIR, REPO_ROOT
 
 
 def bench_parser(doc):
@@ -135,3 +135,24 @@ def run_training(script, args, key, echo=True):
         folders += [] if "--checkpoint-dir" in args else ["--checkpoint-dir", str(Path(scratch) / "c")]
         total, epochs = run_script([script, *args, *folders], out, key, echo)
         return total, epochs, json.loads((out / "metrics.json").read_text())
+
+
+LOADED = {}  # (train.py, the data flags) -> its data, decoded once a process
+
+
+def training_pieces(module, flags):
+    """train.py's own training for `flags`, as the benches time it: (run, model, run_epoch, validate), from the
+    run `resolve` gives, the question's `build()` (seeded 0) and `trainer()`. The data is decoded once a
+    process for the same --limit, --holdout and --final."""
+    import torch
+
+    from common.run import resolve  # here: the benches that only time whole scripts need no PyTorch
+
+    run = resolve(module.parse_args(flags), module.QUESTION)
+    key = (module.__name__, run.options["limit"], run.options["holdout"], run.final)
+    if key not in LOADED:
+        LOADED[key] = module.load_data(run, DATA_DIR)
+    torch.manual_seed(0)
+    model = module.build(run)
+    _, run_epoch, validate = module.trainer(run, model, LOADED[key])
+    return run, model, run_epoch, validate
