@@ -11,7 +11,12 @@ from common.runtime import UserError, save_torch
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "best", "history", "config", "rng")
 
 
+def mps_available():
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def capture_rng():
+    """Every random stream a run draws from: Python's, NumPy's, PyTorch's CPU one and each GPU's."""
     state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -19,15 +24,23 @@ def capture_rng():
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if mps_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
 def restore_rng(state):
+    """Restore the streams `capture_rng` saved. The GPU streams are restored for the GPUs present: a checkpoint of
+    a machine with more GPUs than this one restores the first ones' (a run uses GPU 0); a GPU stream with no GPU
+    to restore it to is left out (a CUDA run resumed on a CPU then draws from the CPU's stream alone)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("cuda") and torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+    if state.get("mps") is not None and mps_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def save_checkpoint(path, *, model, optimizer, scheduler, epoch, best, history, config, ema=None, scaler=None,

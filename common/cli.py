@@ -73,10 +73,10 @@ def at_least_two(text):
     return value
 
 
-def add_run_arguments(parser, question, tta_help):
+def add_run_arguments(parser, question, tta_help, predict_batch_size):
     """Flags every training script has. Settings default to None: the model's recipe fills them, or, with
     --resume and --eval-only, the checkpoint's own (common.run resolves them). `tta_help`: what --tta does
-    in this question."""
+    in this question; `predict_batch_size`: its images per forward pass when predicting."""
     run = parser.add_argument_group("training (defaults: the chosen model's best recipe)")
     run.add_argument("--epochs", type=positive_int, help="total epochs, also when resuming")
     run.add_argument("--batch-size", type=at_least_two, help="training batch size (BatchNorm needs 2 or more)")
@@ -97,11 +97,15 @@ def add_run_arguments(parser, question, tta_help):
                           "whole, so the prediction files keep the autograder's shape")
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                          help="auto (default): cuda when available, else cpu; mps: a Mac's GPU (ask for it by "
-                               "name: untested by this project's developers)")
+                          help="auto (default): a CUDA GPU this PyTorch can run, else cpu; mps: a Mac's GPU (ask "
+                               "for it by name; it has not run on an Apple GPU here)")
     hardware.add_argument("--precision", choices=CHOICES,
-                          help="auto (default): on a GPU bf16 where supported, else fp16; on a CPU bf16 with "
-                               "AMX-BF16, else fp32 (see common/precision.py)")
+                          help="auto (default): on a CUDA GPU bf16 where it is native (compute capability 8.0 on), "
+                               "else fp16 with a loss scaler; on a CPU bf16 with AMX-BF16, else fp32 (see "
+                               "common/precision.py)")
+    hardware.add_argument("--predict-batch-size", type=positive_int, default=predict_batch_size, metavar="N",
+                          help=f"images per forward pass when predicting (default {predict_batch_size}); lower it "
+                               "if prediction runs out of GPU memory")
     files = parser.add_argument_group("files")
     files.add_argument("--data-dir", type=Path, default=DATA_DIR,
                        help="the course's data folder (default: data/ in the repository)")

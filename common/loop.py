@@ -3,6 +3,7 @@ one training epoch, and fit(), which trains, validates and checkpoints best and 
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +12,7 @@ from tqdm import tqdm
 from common.average import WeightAverage
 from common.checkpoint import load_checkpoint, load_weights, prediction_weights, restore_rng, save_checkpoint
 from common.precision import autocast, make_scaler
-from common.runtime import UserError, write_text
+from common.runtime import UserError, memory_remedy, write_text
 
 HISTORY = "history.jsonl"  # in the results folder: one JSON object per finished epoch, for tools to read
 
@@ -43,37 +44,76 @@ def lr_schedule(name, total_steps, warmup_fraction=0.15):
     return multiplier
 
 
+# How many steps pass between two reads of the training loss (the NaN guard and the epoch's mean). On a CPU a read
+# costs nothing, so every step is checked before the optimizer step could spread a NaN into the weights. On a GPU
+# each read waits for the GPU to finish, and the next step's kernels queue only after it; there the losses of
+# GPU_LOSS_READS steps are read at once. A NaN among them stops the run all the same, and weights that took it
+# in are never saved: checkpoints are written after a finished epoch only.
+GPU_LOSS_READS = 32
+# Writing last.pt: after every epoch on a CPU, where an epoch is long next to the write (Q2: an epoch of 25-30 s
+# against well under a second for the file). On a GPU an epoch can take a few seconds and last.pt (model,
+# optimizer state, weight average: 190 MB for ResNet18 with AdamW) about as long: there it is written at most
+# once every GPU_LAST_EVERY seconds, and after the last epoch. An interrupted GPU run resumes from it exactly,
+# having lost at most that much training.
+GPU_LAST_EVERY = 60.0
+# The scheduler's warning when its first step comes before any optimizer step. With fp16 that is the loss
+# scaler's design, not a mistake: the scaler skips the step of a batch whose gradients overflowed (halving its
+# scale) and the schedule still counts the batch, so its length stays steps x epochs.
+SKIPPED_STEP_WARNING = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
+
+
 def train_one_epoch(model, batches, optimizer, scheduler, loss_fn, *, num_batches, desc, ema, precision, scaler):
     """One pass over `batches` (an iterable of (input, target) on the model's device); returns the mean loss.
 
     The forward pass runs under `precision`'s autocast; the loss is computed in float32. `scaler` is the
-    fp16 loss scaler (see common.precision.make_scaler). A NaN or inf loss stops training before the
-    optimizer step can spread it into the weights.
+    fp16 loss scaler (see common.precision.make_scaler). A NaN or inf loss stops training (on a CPU before
+    the optimizer step can spread it into the weights; on a GPU within GPU_LOSS_READS steps). A GPU out of
+    memory is one line naming --batch-size.
     """
     model.train()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    reads_every = loss_reads_every(device)
+    total, count, pending = 0.0, 0, []
     # disable=None: a bar on a terminal, silence in logs and CI
     progress = tqdm(batches, total=num_batches, desc=desc, leave=False, dynamic_ncols=True, disable=None)
-    for inputs, targets in progress:
-        with autocast(precision, device):
-            outputs = model(inputs)
-        loss = loss_fn(outputs.float(), targets)
-        value = loss.item()  # the one host-device synchronisation per step: the NaN guard and the mean need it
+    with memory_remedy("a smaller --batch-size"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=SKIPPED_STEP_WARNING)
+        for inputs, targets in progress:
+            with autocast(precision, device):
+                outputs = model(inputs)
+            loss = loss_fn(outputs.float(), targets)
+            pending.append(loss.detach())
+            if len(pending) == reads_every:
+                total, count = add_losses(pending, total, count, desc, progress)
+                pending = []
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+        if pending:
+            total, count = add_losses(pending, total, count, desc, progress)
+    return total / max(count, 1)
+
+
+def loss_reads_every(device):
+    """Steps between two reads of the training loss on `device`: every step on a CPU, GPU_LOSS_READS on a GPU."""
+    return 1 if device.type == "cpu" else GPU_LOSS_READS
+
+
+def add_losses(pending, total, count, desc, progress):
+    """Read the losses of the steps in `pending` (one host-device synchronisation), stop at a NaN or inf, and add
+    them to the running (total, count), one by one in step order: the same sum whatever the reading interval."""
+    for value in torch.stack(pending).tolist():
         if not math.isfinite(value):
             raise TrainingStopped(f"training loss became {value} at {desc}, batch {count + 1}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
         total += value
         count += 1
         if count % 20 == 0:
             progress.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-    return total / max(count, 1)
+    return total, count
 
 
 class Training:
@@ -91,6 +131,7 @@ class Training:
             optimizer, lr_schedule(recipe["schedule"], steps_per_epoch * recipe["epochs"]))
         self.ema = WeightAverage(model, recipe["ema_decay"]) if recipe.get("ema_decay") else None
         self.scaler = make_scaler(run.precision, run.device)
+        self.last_every = 0.0 if run.device.type == "cpu" else GPU_LAST_EVERY  # seconds between last.pt writes
 
     @property
     def evaluated(self):
@@ -131,9 +172,10 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
 
     run_epoch(epoch) -> mean training loss; validate() -> dict of validation metrics, or validate=None
     for no validation (a --final run, whose val images are training images).
-    Each epoch ends with `last.pt` (and `best.pt` when `score_key` improved) written atomically, with the
-    RNG states, the weight average and the fp16 loss scaler, so a resumed run continues exactly as an
-    uninterrupted one would. Each history record holds the epoch's wall time under "seconds"; their sum
+    Each epoch ends with `last.pt` (on a GPU at most once every GPU_LAST_EVERY seconds, and after the last
+    epoch) and `best.pt` when `score_key` improved, written atomically, with the RNG states, the weight average
+    and the fp16 loss scaler, so a resumed run continues exactly as an uninterrupted one would. Each history
+    record holds the epoch's wall time under "seconds"; their sum
     is the training time. After each epoch the results folder's history.jsonl holds the records so far, one
     JSON object a line, each with "finished_at" (Unix time): what the benches and the sweep read while a run
     goes on (the printed epoch line is for people). Returns the history.
@@ -161,6 +203,7 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
                                   "precision": run.precision, "device": run.device.type,
                                   "resumed": run.mode == "resume"}]
     validated, finished = validated_epochs(epochs, eval_every), finished_times(run.out_dir / HISTORY)
+    last_written = time.monotonic()
     for epoch in range(start, epochs + 1):
         began = time.perf_counter()
         record = {"epoch": epoch, "train_loss": run_epoch(epoch)}
@@ -174,7 +217,9 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
         if score_key in record and record[score_key] > best:
             best = record[score_key]
             training.checkpoint(run.checkpoint_dir / "best.pt", epoch, best, history, stretches)
-        training.checkpoint(run.checkpoint_dir / "last.pt", epoch, best, history, stretches)
+        if epoch == epochs or time.monotonic() - last_written >= training.last_every:
+            training.checkpoint(run.checkpoint_dir / "last.pt", epoch, best, history, stretches)
+            last_written = time.monotonic()
         finished[epoch] = time.time()
         write_text(run.out_dir / HISTORY, "".join(json.dumps({**record, "finished_at": finished.get(record["epoch"])})
                                                   + "\n" for record in history))

@@ -1,16 +1,21 @@
 """Mixed precision: which one a run uses (--precision), its autocast context and the fp16 loss scaler.
 
 Weights, the optimizer, the loss and every softmax written to a file stay float32; autocast runs the
-convolutions and matrix products in bf16 (or fp16 on GPUs without bf16).
+convolutions and matrix products in bf16 or fp16.
 
-`auto` on a GPU: bf16 where the GPU supports it, else fp16 with a GradScaler. On a CPU: bf16 only with
-AMX-BF16 (Intel Xeon 4th generation on), whose tile units make oneDNN's bf16 kernels several times
-faster; fp32 elsewhere. AVX512-BF16 alone is not enough to pay: on this project's Intel Xeon with
-AVX512-BF16 and no AMX, a training step ran 0.8x as fast in bf16 for Q1 and 0.98x (EfficientNet-Lite0)
-to 0.67x (ResNet18) for Q2, though another machine of the same kind measured 1.5x. Such CPUs may ask
-for `--precision bf16` explicitly; `python bench/cpu_settings.py` measures which is faster. A choice
-that timed itself at start-up was tried and dropped: under load the timing flipped, and with it the
-numbers of two runs of the same command.
+`auto` on a CUDA GPU: bf16 where the GPU computes it natively (compute capability 8.0 on: A100, L4, RTX 30xx
+and later), else fp16 with a GradScaler (Colab's T4, capability 7.5, has fp16 tensor cores and no bf16).
+torch.cuda.is_bf16_supported() alone is not the test: its default `including_emulation=True` answers True on
+a T4, where cuDNN has no bf16 convolutions and bf16 would be emulated. On an Apple GPU (MPS): fp32 unless
+asked; bf16 and fp16 are accepted where that macOS and PyTorch run them (a probe: a convolution under
+autocast must come out in that dtype). On a CPU: bf16 only with AMX-BF16 (Intel Xeon 4th generation on),
+whose tile units make oneDNN's bf16 kernels several times faster; fp32 elsewhere. AVX512-BF16 alone is not
+enough to pay: on this project's Intel Xeon with AVX512-BF16 and no AMX, a training step ran 0.8x as fast
+in bf16 for Q1 and 0.98x (EfficientNet-Lite0) to 0.67x (ResNet18) for Q2, though another machine of the
+same kind measured 1.5x. Such CPUs may ask for `--precision bf16` explicitly; `python bench/cpu_settings.py`
+measures which is faster. A choice that timed itself at start-up was tried and dropped: under load the
+timing flipped, and with it the numbers of two runs of the same command. `--precision fp16` runs on a CPU
+with native fp16 arithmetic (AVX512-FP16, AMX-FP16), with the same loss scaler as on a GPU.
 """
 import contextlib
 from pathlib import Path
@@ -22,6 +27,7 @@ from common.runtime import UserError
 CHOICES = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 flags, and the ARM "Features" name
+CPU_FP16_FLAGS = {"avx512_fp16", "amx_fp16", "asimdhp"}  # x86 flags, and ARM's half-precision arithmetic
 
 
 def cpu_flags(cpuinfo=Path("/proc/cpuinfo")):
@@ -36,20 +42,63 @@ def cpu_flags(cpuinfo=Path("/proc/cpuinfo")):
     return set()
 
 
+def gpu_words(device):
+    """The CUDA GPU in words, for messages: 'Tesla T4, compute capability 7.5'."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{torch.cuda.get_device_name(device)}, compute capability {major}.{minor}"
+
+
+def cuda_has_bf16(device):
+    """Native bf16 on this CUDA GPU: compute capability 8.0 or later, and PyTorch agreeing without emulation
+    (its `including_emulation` argument exists from PyTorch 2.4 on)."""
+    if torch.cuda.get_device_capability(device)[0] < 8:
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # an older PyTorch, whose is_bf16_supported() does not emulate
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def autocast_runs(device, precision):
+    """Whether this PyTorch (and, on a Mac, this macOS) runs `precision` under autocast on `device`: a small
+    convolution must come out in that dtype (where autocast does not support one, PyTorch warns and computes
+    in float32), and for fp16 the loss scaler must exist for the device."""
+    import warnings
+    dtype = DTYPES[precision]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inputs, weight = torch.ones(1, 1, 4, 4, device=device), torch.ones(1, 1, 3, 3, device=device)
+            with torch.autocast(torch.device(device).type, dtype=dtype):
+                out = torch.nn.functional.conv2d(inputs, weight)
+            torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+        return out.dtype == dtype
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
 def resolve_precision(requested, device, flags=None):
     """(precision, reason): the precision `requested` stands for on `device`, and why, in a phrase."""
-    if device.type == "mps":  # a Mac's GPU: fp32 unless asked; PyTorch's autocast runs bf16 and fp16 there
-        return ("fp32", "the default on an Apple GPU") if requested == "auto" else (requested, "--precision")
-    if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
+    if device.type == "mps":  # a Mac's GPU: fp32 unless asked
         if requested == "auto":
-            return ("bf16", "the GPU supports bf16") if bf16_ok else ("fp16", "the GPU has no bf16")
-        if requested == "bf16" and not bf16_ok:
-            raise UserError("--precision bf16: this GPU does not support bf16; use --precision fp16 or auto")
+            return "fp32", "the default on an Apple GPU"
+        if requested != "fp32" and not autocast_runs(device, requested):
+            raise UserError(f"--precision {requested}: this Mac's PyTorch {torch.__version__} does not run {requested} "
+                            "on the Apple GPU (bf16 needs macOS 14 or later); use --precision fp32")
         return requested, "--precision"
-    if requested == "fp16":
-        raise UserError("--precision fp16 is for CUDA GPUs; on a CPU use --precision bf16 or fp32")
+    if device.type == "cuda":
+        bf16_ok = cuda_has_bf16(device)
+        if requested == "auto":
+            return ("bf16", "the GPU computes bf16 natively") if bf16_ok else \
+                ("fp16", f"the GPU ({gpu_words(device)}) has no native bf16: fp16 with a loss scaler")
+        if requested == "bf16" and not bf16_ok:
+            raise UserError(f"--precision bf16: this GPU ({gpu_words(device)}) has no native bf16 (it needs compute "
+                            "capability 8.0 or later); use --precision fp16 or auto")
+        return requested, "--precision"
     flags = cpu_flags() if flags is None else flags
+    if requested == "fp16" and not flags & CPU_FP16_FLAGS:
+        raise UserError("--precision fp16: this CPU has no native fp16 (AVX512-FP16 or AMX-FP16), so fp16 would be "
+                        "emulated and slow; use --precision fp32 or auto (fp16 is for GPUs)")
     if requested == "bf16" and not flags & CPU_BF16_FLAGS:
         raise UserError("--precision bf16: this CPU has no native bf16 (AVX512-BF16, AMX-BF16 or ARM BF16), so "
                         "bf16 would be emulated and slow; use --precision fp32 or auto")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from common.precision import autocast
+from common.runtime import memory_remedy
 
 
 @dataclass(frozen=True)
@@ -38,19 +39,21 @@ def predict(model, inputs, views, batch_size, precision="fp32"):
 
     The views of a chunk run one after another under `precision`'s autocast; the softmax is taken of the
     float32 outputs, once each view's output is mapped back. The outputs stay on the device until the end:
-    one transfer back, not one per chunk. A last chunk of one is fine: the model is in eval mode.
+    one transfer back, not one per chunk. A last chunk of one is fine: the model is in eval mode. A GPU out of
+    memory is one line naming --predict-batch-size, the flag that sets `batch_size`.
     """
     model.eval()
     device = next(model.parameters()).device
     outputs = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start:start + batch_size]
-        total = 0
-        with autocast(precision, device):
-            for view in views:
-                out = model(view.transform(chunk)).float()
-                if view.inverse is not None:
-                    out = view.inverse(out, chunk.shape[-2:])
-                total = total + out.softmax(dim=1)
-        outputs.append(total / len(views))
-    return torch.cat(outputs).cpu().numpy()
+    with memory_remedy(f"a smaller --predict-batch-size (it was {batch_size})"):
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start:start + batch_size]
+            total = 0
+            with autocast(precision, device):
+                for view in views:
+                    out = model(view.transform(chunk)).float()
+                    if view.inverse is not None:
+                        out = view.inverse(out, chunk.shape[-2:])
+                    total = total + out.softmax(dim=1)
+            outputs.append(total / len(views))
+        return torch.cat(outputs).cpu().numpy()

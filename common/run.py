@@ -90,6 +90,7 @@ class Run:
     run_id: str | None = None  # made when the run starts fresh, kept in its checkpoints (None: an older one's)
     checkpoint_dir_given: bool = False  # the user named the folders (repeated in the hints)
     out_dir_given: bool = False
+    predict_batch_size: int = 32  # images per forward pass when predicting (--predict-batch-size)
 
     @property
     def record(self):
@@ -216,7 +217,7 @@ def resolve(args, question):
             out_dir = Path(recorded)
     return Run(question, mode, settings, options, evaluation, precision, device, name,
                Path(args.out_dir or out_dir), checkpoint_dir, saved, bool(getattr(args, "overwrite", False)),
-               run_id, args.checkpoint_dir is not None, args.out_dir is not None)
+               run_id, args.checkpoint_dir is not None, args.out_dir is not None, args.predict_batch_size)
 
 
 def elsewhere(question, wanted, checkpoint_dir):

@@ -47,16 +47,44 @@ def run_cli(main, argv=None):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    except torch.OutOfMemoryError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
-        print(f"error: the GPU ran out of memory ({first_line}); try a smaller --batch-size. The saved "
-              "checkpoints are intact", file=sys.stderr)
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        print(f"error: {out_of_memory_line(error, 'a smaller --batch-size')}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt as stop:
         code = getattr(stop, "code", 130)
         what = "terminated (SIGTERM)" if code == 143 else "interrupted"
         print(getattr(stop, "message", f"{what}; files already written are intact"), file=sys.stderr)
         raise SystemExit(code) from None
+
+
+# What an exhausted GPU raises: CUDA's own error, an Apple GPU's, and cuDNN's or cuBLAS's failed allocations
+OUT_OF_MEMORY = ("out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED",
+                 "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE")
+
+
+def is_out_of_memory(error):
+    """Whether `error` says the GPU (CUDA or MPS) ran out of memory."""
+    return isinstance(error, torch.OutOfMemoryError) or any(text in str(error) for text in OUT_OF_MEMORY)
+
+
+def out_of_memory_line(error, remedy):
+    """One line for a GPU out of memory: PyTorch's first line, then what to lower (`remedy`)."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+    return f"the GPU ran out of memory ({first_line}); try {remedy}. The saved checkpoints are intact"
+
+
+@contextlib.contextmanager
+def memory_remedy(remedy):
+    """Inside: a GPU out of memory becomes one line naming `remedy` ("a smaller --batch-size", or the
+    prediction batch's flag), so the user lowers the batch that ran out."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise UserError(out_of_memory_line(error, remedy)) from None
 
 
 def check_checkout(script=None):
@@ -79,15 +107,51 @@ def check_checkout(script=None):
 
 
 def pick_device(name):
-    """The torch device --device names. auto: CUDA, else the CPU (a Mac's GPU only when asked for: mps)."""
+    """The torch device --device names. auto: a CUDA GPU this PyTorch can run, else the CPU (a Mac's GPU only when
+    asked for: mps). On CUDA, cuDNN picks its fastest algorithms for the run's fixed shapes (cudnn.benchmark)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU; use --device cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        usable = torch.cuda.is_available() and cuda_unsupported() is None
+        if torch.cuda.is_available() and not usable:
+            print(f"NOTE: {cuda_unsupported()}; training on the CPU")
+        name = "cuda" if usable else "cpu"
+    elif name == "cuda":
+        if torch.version.cuda is None and not getattr(torch.version, "hip", None):
+            raise UserError(f"--device cuda: this PyTorch ({torch.__version__}) is a CPU-only build; install a CUDA "
+                            "build (pytorch.org's install selector gives the command) or use --device cpu")
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU (is the NVIDIA driver "
+                            "installed? `nvidia-smi` lists what it sees); use --device cpu")
+        if cuda_unsupported() is not None:
+            raise UserError(f"--device cuda: {cuda_unsupported()}; install a PyTorch build for it (pytorch.org "
+                            "lists which CUDA builds support which GPUs) or use --device cpu")
+    elif name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("--device mps was requested but PyTorch sees no Apple GPU (MPS needs a Mac with Apple "
                         "silicon or an AMD GPU and macOS 12.3 or later); use --device cpu")
+    if name == "cuda":
+        torch.backends.cudnn.benchmark = True  # the shapes are fixed: cuDNN's fastest algorithm, timed once each
     return torch.device(name)
+
+
+def cuda_unsupported(index=0):
+    """Why this PyTorch cannot run CUDA GPU `index` (its architecture is not among those it was built for), as
+    a phrase; None when it can. A cubin runs on the GPUs of its major version with the same or a higher minor
+    one; PTX (compute_XY) is compiled for any later GPU by the driver."""
+    arches = torch.cuda.get_arch_list()
+    if not arches:  # a build that does not say: let it try
+        return None
+    major, minor = torch.cuda.get_device_capability(index)
+    for arch in arches:
+        kind, _, code = arch.partition("_")
+        digits = code.rstrip("af")
+        if not digits.isdigit():
+            continue
+        code_major, code_minor = divmod(int(digits), 10)
+        if kind == "sm" and code_major == major and code_minor <= minor:
+            return None
+        if kind == "compute" and (code_major, code_minor) <= (major, minor):
+            return None
+    return (f"the GPU ({torch.cuda.get_device_name(index)}, compute capability {major}.{minor}) is not one this "
+            f"PyTorch {torch.__version__} was built for ({' '.join(arches)})")
 
 
 def seed_everything(seed):

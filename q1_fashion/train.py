@@ -35,7 +35,7 @@ from q1_fashion.models import FAMILY_KEYS, MODELS, build_model
 
 PREDICTIONS = "Q1_label_predictions.npy"
 VAL_PREDICTIONS = "Q1_val_label_predictions.npy"
-PREDICT_BATCH = 1000  # images per forward pass at prediction time (eval mode: any tail size is fine)
+PREDICT_BATCH = 1000  # images per forward pass when predicting, by default (eval mode: any tail size is fine)
 # The reference report's published accuracies (%), which the report compares against
 REFERENCE_REPORT = {"basenet": {"val": 87.0}, "best": {"val": 92.1, "test": 91.2}}
 
@@ -78,7 +78,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS, help="network (default: improved)")
     run = add_run_arguments(parser, "q1_fashion", "predict on each image and its mirror image, averaging the "
-                                                  "softmaxes (with --tta-shift, on their shifted copies too)")
+                                                  "softmaxes (with --tta-shift, on their shifted copies too)",
+                            PREDICT_BATCH)
     run.add_argument("--momentum", type=probability)
     run.add_argument("--label-smoothing", type=probability)
     run.add_argument("--ema-decay", type=probability,
@@ -147,7 +148,7 @@ def predictions(model, images, run, validation=False):
     """Softmax probabilities (float32) over the run's test-time views; per-epoch validation (`validation`)
     uses the image and its mirror only, a tenth of the final evaluation's cost."""
     tta, shift = run.evaluation["tta"], 0 if validation else run.evaluation["tta_shift"]
-    return predict(model, images, views(tta, shift), PREDICT_BATCH, run.precision)
+    return predict(model, images, views(tta, shift), run.predict_batch_size, run.precision)
 
 
 def evaluate(model, images, labels, run, validation=False):

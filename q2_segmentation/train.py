@@ -48,7 +48,7 @@ from q2_segmentation.models import (
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
-PREDICT_BATCH = 32  # images per forward pass at prediction time (eval mode: any tail size is fine)
+PREDICT_BATCH = 32  # images per forward pass when predicting, by default (eval mode: any tail size is fine)
 # The reference report's published (mean AP, mean IoU), which the report and per_class.png compare against
 REFERENCE_REPORT = {"baseline": {"val": (0.75, 0.51)}, "best": {"val": (0.79, 0.58), "test": (0.73, 0.53)}}
 
@@ -114,7 +114,8 @@ def parse_args(argv=None):
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction,
                         help="start from ImageNet weights (default) or train the trunk from scratch")
     run = add_run_arguments(parser, "q2_segmentation", "predict on each image and its mirror image, averaging the "
-                                                       "softmaxes of the mirrored-back maps (at each --tta-scales)")
+                                                       "softmaxes of the mirrored-back maps (at each --tta-scales)",
+                            PREDICT_BATCH)
     run.add_argument("--trunk-lr-scale", type=non_negative_float, help="the trunk's learning rate relative to --lr")
     run.add_argument("--ema-decay", type=probability,
                      help="validate and predict with a moving average of the weights (0: off)")
@@ -279,7 +280,8 @@ def evaluate(model, split, run, exact=True):
     """
     tta = run.evaluation["tta"]
     scales = run.evaluation["tta_scales"] if exact and tta else [1.0]
-    probabilities = predict(model, split.images, views(model.normalize, tta, scales), PREDICT_BATCH, run.precision)
+    probabilities = predict(model, split.images, views(model.normalize, tta, scales), run.predict_batch_size,
+                            run.precision)
     quantized = quantize_probabilities(probabilities)
     if split.labels is None:
         return quantized, None, None

@@ -59,6 +59,29 @@ def tiny_course_data(tmp_path):
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_fashion_data(tmp_path_factory):
+    """A data folder whose Fashion-MNIST is synthetic (55,500 training images: 55,000 train and 500 val, each
+    class a stripe of its own) with a blank secret test set: Q1 runs anywhere without the course data."""
+    import gzip
+
+    import numpy as np
+    root = tmp_path_factory.mktemp("fashion-data")
+    raw = root / "fashion" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    labels = (np.arange(55_500) % 10).astype(np.uint8)
+    images = np.zeros((len(labels), 28, 28), np.uint8)
+    for label in range(10):
+        images[labels == label, 2 * label + 4:2 * label + 7, 4:24] = 200
+    for name, array, dims in (("train-images-idx3-ubyte.gz", images, images.shape),
+                              ("train-labels-idx1-ubyte.gz", labels, labels.shape)):
+        header = bytes([0, 0, 8, len(dims)]) + b"".join(int(d).to_bytes(4, "big") for d in dims)
+        with gzip.open(raw / name, "wb", compresslevel=1) as f:
+            f.write(header + array.tobytes())
+    np.save(root / "fashion" / "fashion_secret_test_data.npy", np.zeros((2000, 28, 28), np.uint8))
+    return root
+
+
 def pytest_configure(config):
     """Every Python a test starts imports this checkout (PYTHONPATH): a script started by path puts only its own
     folder on the path, and would otherwise import the project from wherever `pip install -e` was run (a
@@ -76,12 +99,12 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` are skipped where PyTorch sees no GPU."""
+def devices():
+    """The devices the GPU tests run their bodies on: the CPU always, CUDA and an Apple GPU where present."""
     import torch
+    found = ["cpu"]
     if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="no CUDA GPU: the CUDA path is untested on this machine")
-    for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        found.append("mps")
+    return found

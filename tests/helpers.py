@@ -81,7 +81,7 @@ def settings(train_module, *argv):
     return resolve(train_module.parse_args(list(argv)), train_module.QUESTION)
 
 
-def views_only(**evaluation):
-    """The parts of a Run that prediction reads: its evaluation settings and fp32."""
+def views_only(predict_batch_size=1000, **evaluation):
+    """The parts of a Run that prediction reads: its evaluation settings, fp32 and the prediction batch."""
     from types import SimpleNamespace
-    return SimpleNamespace(evaluation=evaluation, precision="fp32")
+    return SimpleNamespace(evaluation=evaluation, precision="fp32", predict_batch_size=predict_batch_size)

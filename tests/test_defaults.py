@@ -199,10 +199,6 @@ def test_every_q2_head_predicts_probabilities_in_eval_mode_for_a_tail_of_one():
     torch.manual_seed(0)
     model = build_model(dict(backbone="efficientnet_lite0", model="improved", pretrained=False))
     images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
-    run = SimpleNamespace(evaluation={"tta": True, "tta_scales": [1.0]}, precision="fp32")
-    q2_train.PREDICT_BATCH, saved = 2, q2_train.PREDICT_BATCH
-    try:
-        scores, _, _ = q2_train.evaluate(model, SimpleNamespace(images=images, labels=None), run)
-    finally:
-        q2_train.PREDICT_BATCH = saved
+    run = SimpleNamespace(evaluation={"tta": True, "tta_scales": [1.0]}, precision="fp32", predict_batch_size=2)
+    scores, _, _ = q2_train.evaluate(model, SimpleNamespace(images=images, labels=None), run)
     assert scores.shape == (3, 6, 64, 64) and np.all(scores.astype(int).sum(axis=1) >= 249)
