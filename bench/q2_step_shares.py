@@ -22,7 +22,7 @@ def step_rate(run, loss_name, steps=3):
     torch.manual_seed(0)
     model = q2_train.build(run)
     loss_fn = q2_train.make_loss(loss_name, run.recipe["loss_weight"])
-    optimizer = q2_train.make_optimizer(model, run.recipe)
+    optimizer = q2_train.make_optimizer(model, run.recipe, run.device)
     images = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), dtype=torch.uint8)
     labels = torch.randint(0, 6, (BATCH, SIZE, SIZE))
     model.train()

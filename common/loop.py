@@ -147,12 +147,18 @@ class Training:
     def checkpoint(self, path, epoch, best, history, stretches):
         save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, epoch=epoch,
                         best=best, history=history, config=self.run.record, ema=self.ema, scaler=self.scaler,
-                        run_id=self.run.run_id, question=self.run.question.name, stretches=stretches)
+                        run_id=self.run.run_id, question=self.run.question.name, stretches=stretches,
+                        data=self.run.data)
 
     def restore(self, state):
         """Continue from a checkpoint: weights, optimizer, schedule, weight average, scaler, RNG streams."""
         self.model.load_state_dict(state["model"])
+        # what the optimizer holds is the checkpoint's; how it computes (fused kernels on a CUDA GPU) is this device's
+        kernels = [{key: group[key] for key in ("fused", "foreach") if key in group}
+                   for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(self.optimizer.param_groups, kernels, strict=True):
+            group.update(own)
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])

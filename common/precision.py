@@ -134,6 +134,14 @@ def autocast(precision, device):
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
+def optimizer_kernels(device):
+    """An AdamW's keyword for how it steps on `device`: fused kernels on a CUDA GPU, which take the fp16 loss
+    scaler's overflow flag on the GPU (with the default kernels GradScaler reads it on the host, a synchronisation
+    every step); PyTorch's default elsewhere, so a CPU's numbers are what they were. (Not for SGD with momentum:
+    see q1_fashion/train.py's make_optimizer.)"""
+    return {"fused": True} if device.type == "cuda" else {}
+
+
 def make_scaler(precision, device):
     """A loss scaler for fp16 (whose small range needs it); a disabled one, which does nothing, otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -6,10 +6,11 @@ run records; each question adds only its own figures.
 from dataclasses import dataclass
 from typing import Callable
 
+from common.data import describe_data, other_data
 from common.folders import claim, open_folders
 from common.loop import load_result
 from common.run import resolve
-from common.runtime import count_parameters, describe_model, seed_everything, write_json
+from common.runtime import UserError, count_parameters, describe_model, seed_everything, write_json
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ def run_protocol(args, question, pieces):
     with open_folders(run):
         seed_everything(run.options["seed"])
         data = pieces.load_data(run, args.data_dir)
+        run.data, run.trained_on = data.record, evaluated_elsewhere(run, data.record)
         model = pieces.build(run)
         claim(run)
         describe_model(model, pieces.input_size, run.out_dir)
@@ -38,6 +40,20 @@ def run_protocol(args, question, pieces):
             pieces.train(run, model, data)
         pieces.write_outputs(run, model, data, load_result(run, model))
     return run
+
+
+def evaluated_elsewhere(run, record):
+    """The record of the data the run was validated on when --eval-only now evaluates other images (`record`),
+    else None. Such figures are not the run's own: they never replace the run's results unless --out-dir names
+    where they go (the run's own folder included)."""
+    trained_on = run.saved.get("data") if run.mode == "eval" else None
+    if not other_data(trained_on, record):
+        return None
+    if not run.out_dir_given:
+        raise UserError(f"--eval-only --data-dir: its {describe_data(record)} are not the {describe_data(trained_on)} "
+                        f"the run was validated on, and their figures would replace the run's own in {run.out_dir}; "
+                        "give them a folder of their own with --out-dir")
+    return trained_on
 
 
 def announce(run, result, seen_val=False):
@@ -53,6 +69,9 @@ def announce(run, result, seen_val=False):
         print(f"NOTE: --holdout: the figures below are on the last {run.options['holdout']} training images, not val")
     if run.options["limit"]:
         print(f"NOTE: --limit: trained on the first {run.options['limit']} training images only")
+    if run.trained_on:
+        print(f"NOTE: evaluated on other data: {describe_data(run.data)}, not the {describe_data(run.trained_on)} the "
+              "run was validated on; metrics.json says so and the report keeps these figures apart")
     if not result.finished:
         print(f"NOTE: this run is unfinished: {result.epochs} of {run.recipe['epochs']} epochs trained "
               "(continue it with --resume)")
@@ -82,6 +101,9 @@ def record(run, model, result, own):
         "train_precision": training_precision(result.stretches, run.record["precision"]),
         "eval_precision": run.precision,
         "views": run.question.describe_views(run.evaluation),
+        "data": run.data,  # the data these figures were measured on
+        "other_data": run.trained_on is not None,  # --eval-only on other images than the run's own val
+        "trained_on": run.trained_on,  # then: the record of the data the run was trained and validated on
         "training": result.stretches,
         **own,
         "history": [{key: value for key, value in record.items() if key != "seconds"} for record in history],

@@ -91,6 +91,8 @@ class Run:
     checkpoint_dir_given: bool = False  # the user named the folders (repeated in the hints)
     out_dir_given: bool = False
     predict_batch_size: int = 32  # images per forward pass when predicting (--predict-batch-size)
+    data: dict | None = None   # the record of the data loaded (common.data.data_record), once it is loaded
+    trained_on: dict | None = None  # --eval-only on other data: the record of the data the run was validated on
 
     @property
     def record(self):

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -113,9 +114,13 @@ def pick_device(name):
         usable = torch.cuda.is_available() and cuda_unsupported() is None
         if torch.cuda.is_available() and not usable:
             print(f"NOTE: {cuda_unsupported()}; training on the CPU")
+        elif cpu_only_build() and shutil.which("nvidia-smi"):  # a Windows laptop's NVIDIA card, PyPI's CPU build
+            print(f"NOTE: this machine has an NVIDIA driver (nvidia-smi), but this PyTorch ({torch.__version__}) is a "
+                  "CPU-only build: training on the CPU. For the GPU, install a CUDA build (pytorch.org's install "
+                  "selector gives the command)")
         name = "cuda" if usable else "cpu"
     elif name == "cuda":
-        if torch.version.cuda is None and not getattr(torch.version, "hip", None):
+        if cpu_only_build():
             raise UserError(f"--device cuda: this PyTorch ({torch.__version__}) is a CPU-only build; install a CUDA "
                             "build (pytorch.org's install selector gives the command) or use --device cpu")
         if not torch.cuda.is_available():
@@ -130,6 +135,11 @@ def pick_device(name):
     if name == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes are fixed: cuDNN's fastest algorithm, timed once each
     return torch.device(name)
+
+
+def cpu_only_build():
+    """Whether the installed PyTorch was built without CUDA (and without ROCm): what PyPI installs on Windows."""
+    return torch.version.cuda is None and not getattr(torch.version, "hip", None)
 
 
 def cuda_unsupported(index=0):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from common.cli import add_run_arguments, positive_int, probability, reject_switches
-from common.data import batch_bounds
+from common.data import batch_bounds, data_record
 from common.loop import Training, fit
 from common.metrics import accuracy, confusion_matrix, format_classification, per_class_accuracy
 from common.plotting import plot_confusion, plot_curves, plot_misclassified
@@ -109,6 +109,7 @@ class Data:
     val_images: torch.Tensor
     val_labels: torch.Tensor    # on the CPU: compared with numpy predictions
     secret_images: torch.Tensor
+    record: dict                # what metrics.json records of this data (common.data.data_record)
     seen_val: int = 0           # val images also trained on (--final)
 
 
@@ -133,12 +134,19 @@ def load_data(run, data_dir):
           f"{f', {seen_val} of them also trained on: --final' if seen_val else ''}), "
           f"secret test {len(secret_images)}")
     device = run.device
+    record = data_record(data_dir, {"train": len(train_index), "val": len(val_index), "test": len(secret_images)},
+                         "holdout" if run.options["holdout"] else "val", images[val_index], labels[val_index])
     return Data(images[train_index].to(device), labels[train_index].to(device), images[val_index].to(device),
-                labels[val_index], secret_images.to(device), seen_val)
+                labels[val_index], secret_images.to(device), record, seen_val)
 
 
 def make_optimizer(model, recipe):
-    """SGD as the recipe says (Nesterov only where there is momentum, as torch requires)."""
+    """SGD as the recipe says (Nesterov only where there is momentum, as torch requires).
+
+    PyTorch's default kernels on every device. The fused ones, which would spare the fp16 loss scaler its host read
+    each step on a GPU, leave the momentum uninitialised when the scaler skips the very first step (PyTorch 2.14's
+    `_fused_sgd` allocates it with empty_like for a first step that then does not happen): the next step's weights
+    were NaN in tests/test_devices.py."""
     return torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                            nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
                            weight_decay=recipe["weight_decay"])

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from common.cli import add_run_arguments, at_least_one, non_negative_float, positive_int, probability, reject_switches
-from common.data import batch_bounds
+from common.data import batch_bounds, data_record
 from common.loop import Training, fit
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
 from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
+from common.precision import optimizer_kernels
 from common.predict import predict
 from common.protocol import Pieces, announce, record, run_protocol
 from common.run import Question
@@ -221,6 +222,7 @@ class Data:
     val: Split    # images on the device, labels on the CPU
     test: Split
     val_cpu_images: torch.Tensor  # for the figures
+    record: dict          # what metrics.json records of this data (common.data.data_record)
     joined: bool = False  # val trained on (--final)
 
 
@@ -249,9 +251,11 @@ def load_data(run, data_dir):
           f"{'holdout (the last training images, in place of val)' if holdout else 'val'} {len(val.names)}, "
           f"test {len(test.names)} (decoded into memory)")
     device = run.device
+    record = data_record(data_dir, {"train": len(train.names), "val": len(val.names), "test": len(test.names)},
+                         "holdout" if holdout else "val", val.images, val.labels)
     return Data(Split(train.names, train.images.to(device), train.labels.to(device)),
                 Split(val.names, val.images.to(device), val.labels), Split(test.names, test.images.to(device)),
-                val.images, joined)
+                val.images, record, joined)
 
 
 def build(run):
@@ -264,12 +268,13 @@ def build(run):
     return model
 
 
-def make_optimizer(model, recipe):
-    """AdamW with two groups: the trainable trunk at trunk_lr_scale times the head's rate, and the head."""
+def make_optimizer(model, recipe, device):
+    """AdamW with two groups: the trainable trunk at trunk_lr_scale times the head's rate, and the head; with
+    `device`'s kernels."""
     trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
     return torch.optim.AdamW([{"params": trunk_params, "lr": recipe["lr"] * recipe["trunk_lr_scale"]},
                               {"params": list(model.head.parameters()), "lr": recipe["lr"]}],
-                             weight_decay=recipe["weight_decay"])
+                             weight_decay=recipe["weight_decay"], **optimizer_kernels(device))
 
 
 def evaluate(model, split, run, exact=True):
@@ -321,7 +326,7 @@ def trainer(run, model, data):
     for a --final run, whose val images are training images). train() fits with them; the benches time them."""
     recipe = run.recipe
     steps_per_epoch = len(batch_bounds(len(data.train.names), recipe["batch_size"]))
-    training = Training(model, make_optimizer(model, recipe), run, steps_per_epoch)
+    training = Training(model, make_optimizer(model, recipe, run.device), run, steps_per_epoch)
     loss_fn = make_loss(recipe["loss"], recipe["loss_weight"])
 
     def run_epoch(epoch):

@@ -25,9 +25,9 @@ def test_valid_q1_file_passes(tmp_path, capsys):
 @pytest.mark.parametrize("array, message", [
     (softmax_rows(1999), "shape is (1999, 10), expected (2000, 10)"),
     (np.argmax(softmax_rows(2000), axis=1), "shape is (2000,), expected (2000, 10)"),
-    (np.full((2000, 10), 0.1, dtype=np.int64), "dtype is int64, expected float"),
-    (np.where(np.arange(10) == 3, np.nan, 0.1)[None].repeat(2000, 0), "row 0 holds NaN or inf"),
-    (np.random.default_rng(0).random((2000, 10)), "rows do not sum to 1"),
+    (np.full((2000, 10), 0.1, dtype=np.int64), "dtype is int64, expected float32"),
+    (np.where(np.arange(10) == 3, np.nan, 0.1)[None].repeat(2000, 0).astype(np.float32), "row 0 holds NaN or inf"),
+    (np.random.default_rng(0).random((2000, 10)).astype(np.float32), "rows do not sum to 1"),
     (softmax_rows(2000) - 0.5, "has a negative value"),
 ])
 def test_invalid_q1_files_get_one_line_each(tmp_path, capsys, array, message):
@@ -61,8 +61,40 @@ def test_unrecognisable_or_unreadable_files_are_errors(tmp_path, capsys):
     with pytest.raises(check_submission.UserError, match="cannot tell Q1 from Q2"):
         check(tmp_path, "predictions.npy", np.zeros((5, 5)))
     (tmp_path / "Q1_label_predictions.npy").write_text("not numpy")
-    with pytest.raises(check_submission.UserError, match="not a readable .npy file"):
+    with pytest.raises(check_submission.UserError, match=r"Q1_label_predictions.npy: not a .npy file: it starts with "
+                                                         r"'not numpy'\.\.\.$"):
         check_submission.main([str(tmp_path / "Q1_label_predictions.npy")])
+    saved = np.zeros((2000, 10), np.float32)
+    np.save(tmp_path / "truncated.npy", saved)
+    (tmp_path / "truncated.npy").write_bytes((tmp_path / "truncated.npy").read_bytes()[:5000])
+    with pytest.raises(check_submission.UserError, match="truncated.npy: not a readable .npy file"):
+        check_submission.main([str(tmp_path / "truncated.npy")])  # a .npy cut short: np.load's own reason
+
+
+def test_a_web_page_saved_as_the_prediction_file_is_called_one_not_pickled_data(tmp_path):
+    """What a failed Drive or Colab download leaves under the file's name."""
+    page = tmp_path / "Q1_label_predictions.npy"
+    page.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>")
+    with pytest.raises(check_submission.UserError) as error:
+        check_submission.main([str(page)])
+    assert str(error.value) == (f"{page}: not a .npy file: it starts with '<!DOCTYPE html><'... (a web page: "
+                                "download the file again)")
+    assert "pickle" not in str(error.value)
+    page.write_bytes(b"")
+    with pytest.raises(check_submission.UserError, match="not a .npy file: it is empty$"):
+        check_submission.main([str(page)])
+
+
+def test_a_q1_file_of_another_float_type_is_refused_in_one_line(tmp_path, capsys):
+    """The assignment asks for float32 softmax probabilities; float64 (np.save of a default numpy array) or float16
+    is refused, saying how to save it, rather than handed to an autograder that may compare dtypes."""
+    probabilities = softmax_rows(2000, seed=5)
+    for dtype in (np.float64, np.float16):
+        assert check(tmp_path, "Q1_label_predictions.npy", probabilities.astype(dtype)) == 1
+        out = capsys.readouterr().out.splitlines()
+        assert out == [f"INVALID {tmp_path / 'Q1_label_predictions.npy'}: dtype is {np.dtype(dtype).name}, expected "
+                       "float32 softmax probabilities (save them with .astype(np.float32))"]
+    assert check(tmp_path, "Q1_label_predictions.npy", probabilities.astype(np.float32)) == 0
 
 
 def test_scoring_with_labels_prints_course_format(tmp_path, capsys):
@@ -200,8 +232,10 @@ def test_messages_for_files_that_cannot_be_checked(tmp_path, capsys):
     with pytest.raises(check_submission.UserError, match=r"missing.npy: file not found"):
         check_submission.main([str(tmp_path / "missing.npy")])
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(check_submission.UserError, match=r"objects.npy: not a readable .npy file \(ValueError"):
+    with pytest.raises(check_submission.UserError) as error:
         check_submission.main([str(tmp_path / "objects.npy")])  # never unpickled
+    assert str(error.value) == (f"{tmp_path / 'objects.npy'}: the .npy file holds Python objects (dtype object), not "
+                                "numbers; save the predictions as a NumPy array of numbers (Q1 float32, Q2 uint8)")
     assert check(tmp_path, "Q2_odd.npy", np.zeros(5, np.uint8)) == 1  # named Q2: checked as Q2
     assert "expected (100, 6, 224, 224)" in capsys.readouterr().out
     np.save(tmp_path / "labels.npy", np.zeros(100, np.int64))

@@ -31,7 +31,7 @@ def fake_run(tmp_path, **recipe):
     recipe = {"schedule": "onecycle", "epochs": 3, "ema_decay": 0.9, **recipe}
     return SimpleNamespace(recipe=recipe, precision="fp32", device=torch.device("cpu"), checkpoint_dir=tmp_path,
                            out_dir=tmp_path, mode="train", saved=None, record=dict(recipe), final=False,
-                           hint="train first", run_id="test", question=SimpleNamespace(name="test"))
+                           hint="train first", run_id="test", question=SimpleNamespace(name="test"), data=None)
 
 
 def save(path, model, ema, epoch):
@@ -89,7 +89,7 @@ def test_the_trunk_learns_at_its_scale_of_the_heads_rate():
     run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--lr", "0.002",
                    "--trunk-lr-scale", "0.25")
     model = q2_train.build(run)
-    optimizer = q2_train.make_optimizer(model, run.recipe)
+    optimizer = q2_train.make_optimizer(model, run.recipe, run.device)
     trunk_ids = {id(p) for p in model.trunk.parameters()}
     for group in optimizer.param_groups:
         in_trunk = {id(p) in trunk_ids for p in group["params"]}

@@ -90,6 +90,21 @@ def test_a_cpu_only_build_says_so_in_one_line(monkeypatch, capsys):
     assert pick_device("auto") == torch.device("cpu")
 
 
+def test_auto_with_an_nvidia_driver_and_a_cpu_only_build_trains_on_the_cpu_and_says_why(monkeypatch, capsys):
+    """A Windows laptop with an NVIDIA card and PyPI's PyTorch: the CPU, with a NOTE naming the CPU-only build."""
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("common.runtime.shutil.which", lambda name: "C:/Windows/System32/nvidia-smi.exe")
+    assert pick_device("auto") == torch.device("cpu")
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(
+        f"NOTE: this machine has an NVIDIA driver (nvidia-smi), but this PyTorch ({torch.__version__}) is a CPU-only "
+        "build: training on the CPU")
+    monkeypatch.setattr("common.runtime.shutil.which", lambda name: None)
+    assert pick_device("auto") == torch.device("cpu") and capsys.readouterr().out == ""  # no NVIDIA driver: quiet
+
+
 def test_a_cuda_build_that_sees_no_gpu_names_the_driver(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", "12.6")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -255,13 +270,22 @@ def test_out_of_memory_outside_a_batch_is_one_line_and_other_errors_are_not_hidd
 
 # --- fp16 with its loss scaler -----------------------------------------------------------------------------------
 
-def test_a_scaler_that_skips_overflowing_steps_settles_and_then_trains():
+OPTIMIZERS = {  # each question's optimizer with the kernels it steps with
+    "Q1: SGD": lambda parameters: torch.optim.SGD(parameters, lr=0.1, momentum=0.9, nesterov=True),
+    "Q2 on a CPU: AdamW": lambda parameters: torch.optim.AdamW(parameters, lr=1e-2),
+    "Q2 on a CUDA GPU: fused AdamW": lambda parameters: torch.optim.AdamW(parameters, lr=1e-2, fused=True),
+}
+
+
+@pytest.mark.parametrize("optimizer_name", OPTIMIZERS)
+def test_a_scaler_that_skips_overflowing_steps_settles_and_then_trains(optimizer_name):
     """A loss scale far too large for fp16 overflows the first steps: each is skipped (the weights do not move, the
     scale halves), the schedule still counts it without the scheduler's warning, and once the scale settles the
-    weights update."""
+    weights update and stay finite. Also with the fused AdamW a CUDA GPU steps Q2 with, which takes the overflow
+    flag on the device (no host read)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = OPTIMIZERS[optimizer_name](model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
     batches = [(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])) for _ in range(40)]
@@ -287,8 +311,39 @@ def test_a_scaler_that_skips_overflowing_steps_settles_and_then_trains():
     assert scales[:skipped + 1] == [2.0 ** (40 - k) for k in range(skipped + 1)]  # halved at each skipped step
     # once the scale settles the weights update: a step moves them exactly when the scale did not halve
     assert moved == [after >= before for before, after in zip(scales, scales[1:], strict=False)]
-    assert sum(moved) >= 10
+    assert sum(moved) >= 10 and all(parameter.isfinite().all() for parameter in model.parameters())
     assert scheduler.last_epoch == len(batches) and np.isfinite(loss)
+
+
+def test_q2_steps_with_fused_kernels_on_a_cuda_gpu_and_the_default_ones_elsewhere():
+    from tests.helpers import settings
+    run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32")
+    model = q2_train.build(run)
+    on_the_gpu = q2_train.make_optimizer(model, run.recipe, CUDA)  # the kernels' choice; the weights stay here
+    assert all(group["fused"] for group in on_the_gpu.param_groups)
+    assert not any(group["fused"] for group in q2_train.make_optimizer(model, run.recipe, run.device).param_groups)
+    q1_run = settings(q1_train, "--width", "4", "--precision", "fp32")  # Q1's SGD: the default kernels everywhere
+    assert not q1_train.make_optimizer(q1_train.build(q1_run), q1_run.recipe).param_groups[0]["fused"]
+
+
+def test_a_checkpoint_of_fused_kernels_resumes_with_this_devices_kernels(tmp_path):
+    """What the optimizer holds comes from the checkpoint; how it computes stays this device's: a GPU run's
+    checkpoint (Q2's fused AdamW) continues on a CPU with the CPU's kernels."""
+    from common.checkpoint import capture_rng
+    from tests.test_defaults import fake_run, tiny_net
+    model = tiny_net(0)
+    on_the_gpu = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 4)), torch.tensor([0, 1])).backward()
+    on_the_gpu.step()
+    training = training_loop.Training(model, torch.optim.AdamW(model.parameters(), lr=0.1),
+                                      fake_run(tmp_path, ema_decay=0.0), steps_per_epoch=1)
+    training.restore({"model": model.state_dict(), "optimizer": on_the_gpu.state_dict(), "ema": None, "scaler": None,
+                      "scheduler": training.scheduler.state_dict(), "rng": capture_rng()})
+    group = training.optimizer.param_groups[0]
+    assert not group["fused"] and group["lr"] == pytest.approx(0.1 * 0.1)  # the schedule's first step: 0.1 x peak
+    first = group["params"][0]
+    assert torch.equal(training.optimizer.state[first]["exp_avg"], on_the_gpu.state[first]["exp_avg"])
+    training.epoch([(torch.randn(2, 4), torch.tensor([0, 1]))], torch.nn.CrossEntropyLoss(), 1)  # it steps
 
 
 # --- training, resuming and evaluating on every device -----------------------------------------------------------

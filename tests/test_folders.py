@@ -56,7 +56,7 @@ def test_a_17_epoch_run_validating_every_7_validates_7_14_and_17(tmp_path):
     model = torch.nn.Linear(2, 2)
     run = SimpleNamespace(recipe={"schedule": "constant", "epochs": 17}, precision="fp32", device=torch.device("cpu"),
                           checkpoint_dir=tmp_path, out_dir=tmp_path, mode="train", record={}, run_id="t",
-                          question=SimpleNamespace(name="t"))
+                          question=SimpleNamespace(name="t"), data=None)
     training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=1)
     seen = []
     history = fit(training, lambda epoch: 1.0, lambda: seen.append(len(seen)) or {"score": len(seen)}, "score",

@@ -103,7 +103,7 @@ def test_before_the_first_validation_the_last_epoch_predicts_and_the_run_says_so
     result = load_result(run, tiny_net(1))
     assert result.state["epoch"] == 3 and not result.validated and not result.finished and result.epochs == 3
     announce(SimpleNamespace(final=False, precision="fp32", evaluation={}, recipe=run.recipe,
-                             options={"holdout": None, "limit": None},
+                             options={"holdout": None, "limit": None}, trained_on=None,
                              question=SimpleNamespace(describe_views=lambda e: "2 test-time views")), result)
     out = capsys.readouterr().out
     assert "NOTE: this run is unfinished: 3 of 17 epochs trained (continue it with --resume)" in out

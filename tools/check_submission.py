@@ -28,6 +28,26 @@ from q2_segmentation.data import load_split
 EXPECTED_ITEMS = {("q1", "test"): 2000, ("q1", "val"): 5000, ("q2", "test"): 100, ("q2", "val"): 100}
 
 
+NPY_MAGIC = b"\x93NUMPY"  # the first six bytes of every .npy file (NumPy's format, version 1 to 3)
+
+
+def not_a_npy_file(path):
+    """Why `path` is not a .npy file at all, in a phrase (what it starts with); None when it starts as one.
+
+    A web page or an error message saved under the file's name (a failed download from Drive or Colab) is said
+    to be one, rather than reaching np.load, whose error speaks of pickled data."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(NPY_MAGIC):
+        return None
+    if not head:
+        return "not a .npy file: it is empty"
+    start = head[:16].decode("utf-8", "replace")
+    web_page = head.lstrip().lower().startswith((b"<!doctype", b"<html"))
+    page = " (a web page: download the file again)" if web_page else ""
+    return f"not a .npy file: it starts with {start!r}...{page}"
+
+
 def identify(path, array):
     if array.ndim == 2 and array.shape[1] == 10:
         return "q1"
@@ -51,8 +71,9 @@ def which_split(question, array, requested):
 def q1_problems(array, items):
     if array.shape != (items, 10):
         return [f"shape is {array.shape}, expected ({items}, 10): one row of 10 class probabilities per image"]
-    if not np.issubdtype(array.dtype, np.floating):
-        return [f"dtype is {array.dtype}, expected float (float32 softmax probabilities)"]
+    if array.dtype != np.float32:  # what the assignment asks for; an autograder that compares dtypes refuses others
+        return [f"dtype is {array.dtype}, expected float32 softmax probabilities (save them with "
+                ".astype(np.float32))"]
     if not np.all(np.isfinite(array)):
         bad = int(np.argwhere(~np.isfinite(array))[0][0])
         return [f"row {bad} holds NaN or inf; every value must be a finite probability"]
@@ -113,8 +134,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.file.is_file():
         raise UserError(f"{args.file}: file not found")
+    not_npy = not_a_npy_file(args.file)
+    if not_npy:
+        raise UserError(f"{args.file}: {not_npy}")
     try:
         array = np.load(args.file, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise UserError(f"{args.file}: not a readable .npy file ({type(error).__name__}: {error})") from None
+        raise UserError(f"{args.file}: the .npy file holds Python objects (dtype object), not numbers; save the "
+                        "predictions as a NumPy array of numbers (Q1 float32, Q2 uint8)") from None
     except Exception as error:
         raise UserError(f"{args.file}: not a readable .npy file ({type(error).__name__}: {error})") from None
     question = identify(args.file, array)

@@ -7,8 +7,10 @@ produces it, in both files. Runs are found by what their metrics.json says they 
 A run whose figures are not held-out val figures of a finished run (--final, which trained on val;
 --holdout, scored on training images; --limit, trained on part of the data; an unfinished run) is listed
 with that label and kept out of the comparison with the reference report and of the choice of the best
-model. A metrics.json that cannot be read, lacks a field or has one of the wrong type is left out with
-one warning line.
+model, and so is an evaluation on other data than the run's own val images (--eval-only --data-dir). A
+metrics.json that cannot be read, lacks a field or has one of the wrong type (each field the report reads is
+checked in one place before any is read) is left out with one warning line naming the file and the field;
+the report is written all the same. A --results-dir that does not exist is one line, exit 2.
 """
 import argparse
 import contextlib
@@ -20,9 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.data import describe_data
 from common.metrics import format_segmentation
 from common.paths import RESULTS_DIR, repo_relative
-from common.runtime import run_cli, write_atomically, write_text
+from common.runtime import UserError, run_cli, write_atomically, write_text
 from q1_fashion import train as q1_train
 from q1_fashion.data import describe_views as q1_describe_views
 from q1_fashion.models import build_model as build_q1_model
@@ -38,14 +41,57 @@ LAYER_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.ReLU6, nn.
 TITLE = "CS543 Deep ConvNets: report"
 
 
-NUMBER, TEXT, TABLE = (int, float), (str,), (dict,)
-REQUIRED = {  # what the report reads from a run's metrics.json, by question folder, with the types it needs
-    "q1_fashion": {"model": TEXT, "params": (int,), "epochs": (int,), "train_seconds": NUMBER,
+# What the report reads from a run's metrics.json, with the types it accepts: the one place a field is checked.
+# A run with a required field missing, or any of these fields of another type, is left out with one warning line
+# naming the file and the field; every later read then meets the type it expects.
+INT, NUMBER, TEXT, TABLE, FLAG, NONE = (int,), (int, float), (str,), (dict,), (bool,), (type(None),)
+REQUIRED = {  # by question folder
+    "q1_fashion": {"model": TEXT, "params": INT, "epochs": INT, "train_seconds": NUMBER,
                    "val_accuracy": NUMBER, "val_per_class": TABLE, "config": TABLE},
-    "q2_segmentation": {"backbone": TEXT, "model": TEXT, "params": (int,), "epochs": (int,),
+    "q2_segmentation": {"backbone": TEXT, "model": TEXT, "params": INT, "epochs": INT,
                         "train_seconds": NUMBER, "val_mAP": NUMBER, "val_mIoU": NUMBER, "val_ap": TABLE,
                         "val_iou": TABLE, "config": TABLE},
 }
+OPTIONAL = {"views": TEXT, "train_precision": TEXT, "eval_precision": TEXT, "best_epoch": INT, "head": TEXT,
+            "other_data": FLAG, "data": TABLE + NONE}  # fields older versions did not record
+CONFIG = {"epochs": INT, "final": FLAG + NONE, "holdout": INT + NONE, "limit": INT + NONE, "tta": FLAG + NONE,
+          "tta_shift": INT + NONE, "tta_scales": (list,) + NONE, "precision": TEXT}  # in "config", where present
+DATA = {"folder": TEXT, "images": TABLE, "val_split": TEXT}  # in "data", where present
+
+
+def wrong_type(value, types):
+    """Whether `value` is none of `types` (a bool is a number only where FLAG is allowed)."""
+    if isinstance(value, bool):
+        return bool not in types
+    return not isinstance(value, types)
+
+
+def field_problems(metrics, question):
+    """The fields of `metrics` the report cannot use, each in a phrase ('config.epochs is str')."""
+    missing = [key for key in REQUIRED.get(question, {}) if key not in metrics]
+    if missing:
+        return [f"no {', '.join(missing)}"]
+    found = []
+    for prefix, table, fields in (("", metrics, {**REQUIRED.get(question, {}), **OPTIONAL}),
+                                  ("config.", metrics.get("config"), CONFIG),
+                                  ("data.", metrics.get("data") or {}, DATA)):
+        if not found:  # a table of the wrong type is said once, not read
+            found += [f"{prefix}{key} is {type(table[key]).__name__}" for key, types in fields.items()
+                      if key in table and wrong_type(table[key], types)]
+    if found:
+        return found
+    found += [f"{key} holds a non-number" for key in ("val_per_class", "val_ap", "val_iou")
+              if key in metrics and any(wrong_type(v, NUMBER) for v in metrics[key].values())]
+    found += ["config.tta_scales holds a non-number"] * any(
+        wrong_type(v, NUMBER) for v in metrics["config"].get("tta_scales") or [])
+    if metrics.get("other_data") and not metrics.get("data"):
+        found.append("other_data without data")
+    if isinstance((metrics.get("data") or {}).get("images", {}).get("val", 0), bool) or \
+            wrong_type((metrics.get("data") or {}).get("images", {}).get("val", 0), INT):
+        found.append("data.images.val is not a count")
+    return found
+
+
 BUILDERS = {"q1_fashion": lambda config: build_q1_model(config),
             "q2_segmentation": lambda config: build_q2_model(dict(config, pretrained=False, weights=None))}
 
@@ -54,15 +100,7 @@ def problem_of(metrics, question):
     """What makes a metrics.json unusable for the report, in a phrase; None when nothing does."""
     if not isinstance(metrics, dict):
         return "not a JSON object"
-    required = REQUIRED.get(question, {})
-    missing = [key for key in required if key not in metrics]
-    if missing:
-        return f"no {', '.join(missing)}"
-    wrong = [f"{key} is {type(metrics[key]).__name__}" for key, types in required.items()
-             if isinstance(metrics[key], bool) or not isinstance(metrics[key], types)]
-    wrong = wrong or [f"{key} holds a non-number" for key, types in required.items()
-                      if types is TABLE and key != "config"
-                      and not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in metrics[key].values())]
+    wrong = field_problems(metrics, question)
     if wrong:
         return "; ".join(wrong)
     if question in BUILDERS:
@@ -87,6 +125,8 @@ def label(run):
         parts.append(f"--limit {config['limit']}: trained on part of the data")
     if run["epochs"] < config.get("epochs", run["epochs"]):
         parts.append(f"unfinished: {run['epochs']} of {config['epochs']} epochs")
+    if run.get("other_data"):
+        parts.append(f"evaluated on other data: {describe_data(run['data'])}")
     return "; ".join(parts)
 
 
@@ -393,7 +433,12 @@ def main(argv=None):
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="the runs to report on (default: results/ in the repository)")
     args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        raise UserError(f"--results-dir {args.results_dir}: no such folder (the training scripts write results/ in "
+                        "the repository, or the folder --out-dir named)")
     build_report(args.results_dir)
+    if not any(any((args.results_dir / question).glob("*/metrics.json")) for question in REQUIRED):
+        print(f"note: no run found in {args.results_dir}: the report lists the commands that make them")
     print(f"wrote {args.results_dir / 'REPORT.md'} and {args.results_dir / 'report.pdf'}")
     return 0
 
