@@ -66,18 +66,22 @@ def prediction_weights(state):
     return state["model"] if state.get("ema") is None else state["ema"]["module"]
 
 
-def load_checkpoint(path, hint):
-    """Load one of this project's checkpoints; `hint` says how to produce a missing one, for the error line."""
+def load_checkpoint(path, hint, way_on=None):
+    """Load one of this project's checkpoints; `hint` says how to produce a missing one, for the error line, and
+    `way_on` what to do about a damaged one (without it, the caller says)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; {hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch.load raises many types on a damaged file
-        raise UserError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        problem = f"{path} is not a readable checkpoint ({type(error).__name__}: {first})"
+        raise UserError(f"{problem}; {way_on}" if way_on else problem) from None
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise UserError(f"{path} is not one of this project's checkpoints (no {', '.join(missing)})")
+        problem = f"{path} is not one of this project's checkpoints (no {', '.join(missing)})"
+        raise UserError(f"{problem}; {way_on}" if way_on else problem)
     return state
 
 

@@ -6,6 +6,14 @@ from common.paths import DATA_DIR
 from common.precision import CHOICES
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, `prog: error: ...`, exit code 2, instead of the usage (13-22
+    lines for these commands) followed by the error; --help still prints the usage and every option."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:

@@ -191,6 +191,7 @@ def claim(run):
         for path in [*checkpoint_files(run.checkpoint_dir), *(out / name for name in outputs(run))]:
             if path.is_file():
                 path.unlink()
+    run.claimed = True
     marker = {"run_id": run.run_id, "question": run.question.name, "name": run.name}
     if run.trains:
         write_json(run.checkpoint_dir / MARKER, dict(marker, results=str(run.out_dir)))
@@ -200,22 +201,60 @@ def claim(run):
 @contextlib.contextmanager
 def open_folders(run):
     """The run's folders, made writable (the checkpoint folder only where the run trains) and locked, and
-    checked to hold no other run. Deletes nothing: see `claim`. An interruption (Ctrl-C, SIGTERM) leaves one
-    line that says what is saved."""
+    checked to hold no other run. Deletes nothing of a run: see `claim`. An interruption (Ctrl-C, SIGTERM) leaves
+    one line that says what is saved. A run refused or stopped before it wrote anything removes the folders it
+    created (and their lock files): a refusal leaves the disk as it found it."""
+    created = [first_missing(run.out_dir), *([first_missing(run.checkpoint_dir)] if run.trains else [])]
     out_dir = prepare_dir(run.out_dir, "--out-dir")
     if run.trains:
         prepare_dir(run.checkpoint_dir, "--checkpoint-dir")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(locked(run.checkpoint_dir, optional=not run.trains))
-        if out_dir.resolve() != Path(run.checkpoint_dir).resolve():
-            stack.enter_context(locked(out_dir))
-        check_ownership(run)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(locked(run.checkpoint_dir, optional=not run.trains))
+            if out_dir.resolve() != Path(run.checkpoint_dir).resolve():
+                stack.enter_context(locked(out_dir))
+            check_ownership(run)
+            try:
+                yield run
+            except KeyboardInterrupt as stop:
+                raise interruption(stop, run) from None
+            except TrainingStopped as error:
+                raise UserError(f"{error}. {saved_so_far(run)}") from None
+    except BaseException:
+        for top, folder in filter(None, created):
+            remove_if_unused(top, folder)
+        raise
+
+
+def first_missing(folder):
+    """(the outermost folder of `folder`'s path that does not exist yet, `folder`), or None when it exists."""
+    folder = Path(folder)
+    if folder.exists():
+        return None
+    top = folder
+    while not top.parent.exists():
+        top = top.parent
+    return top, folder
+
+
+def remove_if_unused(top, folder):
+    """Remove `folder` and its parents up to `top` (those this run created) where they hold nothing but a lock
+    file: what a run refused before writing anything leaves behind."""
+    folder = Path(folder)
+    while True:
         try:
-            yield run
-        except KeyboardInterrupt as stop:
-            raise interruption(stop, run) from None
-        except TrainingStopped as error:
-            raise UserError(f"{error}. {saved_so_far(run)}") from None
+            entries = list(folder.iterdir())
+        except OSError:
+            return
+        if any(entry.name != LOCK for entry in entries):
+            return
+        with contextlib.suppress(OSError):
+            for entry in entries:
+                entry.unlink()
+            folder.rmdir()
+        if folder == Path(top) or folder.exists():
+            return
+        folder = folder.parent
 
 
 class Interrupted(KeyboardInterrupt):
@@ -232,7 +271,9 @@ def saved_so_far(run):
     if not run.trains:
         return f"The checkpoints in {run.checkpoint_dir} are untouched"
     if last.is_file():
-        return f"{last} holds the last finished epoch (continue with --resume{again_hint(run)})"
+        which = ("the last finished epoch" if run.device.type == "cpu" else
+                 "the last epoch saved (on a GPU, at most a minute back)")
+        return f"{last} holds {which} (continue with --resume{again_hint(run)})"
     return "Nothing was saved: no epoch had finished"
 
 
@@ -240,6 +281,9 @@ def interruption(stop, run):
     what = "terminated (SIGTERM)" if getattr(stop, "code", 130) == 143 else "interrupted"
     if run.trains and not (run.checkpoint_dir / "last.pt").is_file():
         message = f"{what} before the first epoch ended; nothing was saved"
+        if run.overwrite and run.claimed:
+            message += (f", and the run it replaced (--overwrite) was already removed from {run.checkpoint_dir} and "
+                        f"{run.out_dir}")
     else:
         said = saved_so_far(run)
         message = f"{what}; {said[0].lower()}{said[1:]}"

@@ -195,7 +195,8 @@ def fit(training, run_epoch, validate, score_key, eval_every=1):
         history, best, start = state["history"], state["best"], state["epoch"] + 1
         stretches = stretches_of(state)
         print(f"resumed after epoch {state['epoch']}" +
-              (f" (best {score_key} so far {best:.4f})" if score_key else ""))
+              (f" (best {score_key} so far {best:.4f})" if score_key and math.isfinite(best) else
+               " (no epoch validated yet)" if score_key else ""))
         planned = stretches[-1]["schedule_epochs"] if stretches else epochs
         if planned != epochs and start <= epochs and run.recipe["schedule"] != "constant":
             step = state["epoch"] * training.steps_per_epoch
@@ -274,9 +275,15 @@ def load_result(run, model):
     whose val images were training images and so cannot pick an epoch, of last.pt. A run stopped before its
     first validation has no best.pt: it predicts from last.pt, and `announce` says so."""
     last_path, best_path = run.checkpoint_dir / "last.pt", run.checkpoint_dir / "best.pt"
-    last = load_checkpoint(last_path, run.hint) if last_path.is_file() else None
+    try:
+        last = load_checkpoint(last_path, run.hint) if last_path.is_file() else None
+    except UserError:  # damaged: the run's record comes from best.pt (common.run.readable_checkpoint warned)
+        if not best_path.is_file():
+            raise
+        last = None
     validated = not run.final and best_path.is_file()
-    state = load_checkpoint(best_path, run.hint) if validated or last is None else last
+    state = load_checkpoint(best_path, run.hint, way_on="delete it to predict from last.pt, or train afresh with "
+                                                        "--overwrite") if validated or last is None else last
     last = last or state
     load_weights(model, prediction_weights(state), run.checkpoint_dir)
     epochs = last["history"][-1]["epoch"] if last["history"] else last["epoch"]

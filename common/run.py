@@ -14,6 +14,7 @@ may only grow, and only with --resume.
 
 The folders a run owns (the lock, which run a folder holds, --overwrite) are common.folders'.
 """
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -93,6 +94,7 @@ class Run:
     predict_batch_size: int = 32  # images per forward pass when predicting (--predict-batch-size)
     data: dict | None = None   # the record of the data loaded (common.data.data_record), once it is loaded
     trained_on: dict | None = None  # --eval-only on other data: the record of the data the run was validated on
+    claimed: bool = False      # the folders are this run's (common.folders.claim): --overwrite has deleted the old
 
     @property
     def record(self):
@@ -135,6 +137,28 @@ def saved_checkpoint(folder):
         if (Path(folder) / name).is_file():
             return Path(folder) / name
     return None
+
+
+def readable_checkpoint(folder, mode, train_hint):
+    """(path, state) of the checkpoint --resume or --eval-only starts from: last.pt, else best.pt. A last.pt that is
+    missing, or damaged while best.pt is readable, gives way to best.pt with one line saying so; a checkpoint that
+    cannot be read with nothing to fall back on is one line naming the way on."""
+    doing = "continuing" if mode == "resume" else "evaluating"
+    last, best = Path(folder) / "last.pt", Path(folder) / "best.pt"
+    if not last.is_file():
+        print(f"NOTE: {last} is missing; {doing} from best.pt")
+        return best, load_checkpoint(best, train_hint, way_on="the run cannot be read: train afresh over it with "
+                                                               "--overwrite")
+    try:
+        return last, load_checkpoint(last, train_hint)
+    except UserError as damaged:
+        if not best.is_file():
+            raise UserError(f"{damaged}; there is no best.pt to fall back on: train afresh over the run with "
+                            "--overwrite") from None
+        state = load_checkpoint(best, train_hint, way_on="neither checkpoint can be read: train afresh over the "
+                                                         "run with --overwrite")
+        print(f"warning: {damaged}; {doing} from best.pt (epoch {state['epoch']})", file=sys.stderr)
+        return best, state
 
 
 def whose(saved, path, question):
@@ -198,10 +222,7 @@ def resolve(args, question):
         if path is None:
             raise UserError(f"no checkpoint in {checkpoint_dir}{elsewhere(question, wanted, checkpoint_dir)}; "
                             f"{hint(question, wanted, args.checkpoint_dir)}")
-        if path.name != "last.pt":
-            doing = "continuing" if mode == "resume" else "evaluating"
-            print(f"NOTE: {Path(checkpoint_dir) / 'last.pt'} is missing; {doing} from {path.name}")
-        saved = load_checkpoint(path, hint(question, wanted, args.checkpoint_dir))
+        path, saved = readable_checkpoint(checkpoint_dir, mode, hint(question, wanted, args.checkpoint_dir))
         whose(saved, path, question)
         settings = settle(question, saved["config"], given, mode, path)
     if settings.get("final") and settings.get("holdout"):

@@ -42,6 +42,7 @@ def run_cli(main, argv=None):
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as KeyboardInterrupt (common.startup)
     try:
         check_checkout()
         return main(argv)

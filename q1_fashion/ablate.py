@@ -6,9 +6,14 @@ only change from one row to the next is the component named. The last row is the
     python q1_fashion/ablate.py               # full recipe
     python q1_fashion/ablate.py --epochs 3    # a quick look
 """
+from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+
+quiet_start(__name__)
+
 import argparse
 
 from common.ablation import add_ablation_arguments, passed_through, run_ladder
+from common.cli import Parser
 from common.runtime import run_cli
 from q1_fashion import train
 
@@ -25,7 +30,7 @@ STEPS = [
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ablation_arguments(parser, "q1_fashion", BEST["epochs"])
     args = parser.parse_args(argv)
     return run_ladder(STEPS, train.main, ["--model", "improved"], args.results_dir, args.checkpoints_dir,

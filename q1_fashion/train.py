@@ -6,13 +6,17 @@
     python q1_fashion/train.py --eval-only          # evaluate the finished run and write predictions
     python q1_fashion/train.py --final              # the chosen recipe on all 60,000 training images
 """
+from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+
+quiet_start(__name__)
+
 import argparse
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from common.cli import add_run_arguments, positive_int, probability, reject_switches
+from common.cli import Parser, add_run_arguments, positive_int, probability, reject_switches
 from common.data import batch_bounds, data_record
 from common.loop import Training, fit
 from common.metrics import accuracy, confusion_matrix, format_classification, per_class_accuracy
@@ -75,7 +79,7 @@ QUESTION = Question(name="q1_fashion", script="q1_fashion/train.py", recipes=REC
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS, help="network (default: improved)")
     run = add_run_arguments(parser, "q1_fashion", "predict on each image and its mirror image, averaging the "
                                                   "softmaxes (with --tta-shift, on their shifted copies too)",

@@ -7,10 +7,14 @@ ladder for the default `improved` head with its own recipe, to place it on the s
     python q2_segmentation/ablate.py                          # 43 minutes on 2 CPU cores (measured)
     python q2_segmentation/ablate.py --ladder-width 512       # the report's exact head (GPU)
 """
+from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+
+quiet_start(__name__)
+
 import argparse
 
 from common.ablation import add_ablation_arguments, passed_through, run_ladder
-from common.cli import positive_int
+from common.cli import Parser, positive_int
 from common.runtime import run_cli
 from q2_segmentation import train
 from q2_segmentation.models import BACKBONES
@@ -38,7 +42,7 @@ def steps(width):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", choices=("auto", *BACKBONES), default="auto",
                         help="trunk (default: auto, as train.py)")
     parser.add_argument("--ladder-width", type=positive_int, default=CPU_WIDTH,

@@ -6,6 +6,7 @@ strings (0, 1, 10, 100, 101, ...), the order the autograder expects in the predi
 """
 import filecmp
 import functools
+import itertools
 import re
 import sys
 from dataclasses import dataclass
@@ -40,9 +41,13 @@ def read_classes(data_dir):
     if not path.is_file():
         raise UserError(f"{path} not found; fill data/ with `cs543-prepare-data --source "
                         "PATH_TO_COURSE_DATA` (the course's data folder or data.zip)")
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    # utf-8-sig: a byte-order mark (what Notepad writes) is no part of the first name; splitlines: CRLF line ends
+    names = tuple(line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip())
     if names != CLASSES:
-        raise UserError(f"{path}: expected the classes {', '.join(CLASSES)}, found {', '.join(names)}")
+        differ = [f"line {index + 1}: expected {want!r}, found {got!r}"
+                  for index, (want, got) in enumerate(itertools.zip_longest(CLASSES, names, fillvalue=None))
+                  if want != got]
+        raise UserError(f"{path}: not the course's 6 classes in their order ({'; '.join(differ)})")
     return names
 
 

@@ -5,6 +5,10 @@
     python q2_segmentation/train.py --model baseline                  # 1x1 conv + x32 bilinear upsampling
     python q2_segmentation/train.py --resume | --eval-only | --final
 """
+from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+
+quiet_start(__name__)
+
 import argparse
 import math
 from dataclasses import dataclass
@@ -13,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import add_run_arguments, at_least_one, non_negative_float, positive_int, probability, reject_switches
+from common.cli import (
+    Parser,
+    add_run_arguments,
+    at_least_one,
+    non_negative_float,
+    positive_int,
+    probability,
+    reject_switches,
+)
 from common.data import batch_bounds, data_record
 from common.loop import Training, fit
 from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
@@ -104,7 +116,7 @@ RECIPES = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", choices=("auto", *BACKBONES),
                         help="trunk; auto (default): resnet18 when its ImageNet weights are at hand, else the best "
                              "offline trunk; with --resume and --eval-only, the checkpoint's")

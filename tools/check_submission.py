@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import Parser
 from common.metrics import accuracy, format_classification, format_segmentation, per_class_accuracy, segmentation_scores
 from common.runtime import UserError, run_cli
 from q1_fashion.data import CLASSES as Q1_CLASSES
@@ -124,7 +125,7 @@ def load_q1_labels(args, split, items):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="cs543-check", description=__doc__,
+    parser = Parser(prog="cs543-check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", type=Path, help="the .npy prediction file")
     parser.add_argument("--labels", type=Path, help="Q1: a .npy of true labels, one per row, to score against")

@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from common.cli import Parser
 from common.paths import DATA_DIR
 from common.runtime import UserError, run_cli
 from q2_segmentation.data import ignored_warning, split_files
@@ -166,7 +167,7 @@ def fill(root, data_dir, link, unpacked=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="cs543-prepare-data", description=__doc__,
+    parser = Parser(prog="cs543-prepare-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True, help="the course's data folder or data.zip")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR,

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.cli import Parser
 from common.data import describe_data
 from common.metrics import format_segmentation
 from common.paths import RESULTS_DIR, repo_relative
@@ -428,7 +429,7 @@ def build_report(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="cs543-report", description=__doc__,
+    parser = Parser(prog="cs543-report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="the runs to report on (default: results/ in the repository)")
