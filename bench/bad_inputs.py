@@ -1,4 +1,4 @@
-"""Feed the scripts each bad input from the reliability issue; print the exit code and the line each printed.
+"""Feed the scripts each bad input a student meets; print the exit code and the line each printed.
 
 Builds damaged copies of the data in a temporary folder; needs data/ prepared. Run by hand:
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.cli import Parser
 from common.paths import REPO_ROOT as REPO
 from q1_fashion.data import locate_fashion_mnist
 
@@ -73,7 +74,7 @@ def tiny_course(root, damage=None):
 
 
 def main():
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     scratch = Path(tempfile.mkdtemp())
     q1, q2 = "q1_fashion/train.py", "q2_segmentation/train.py"
     nowhere = {"CS543_FASHION_SYSTEM_DIR": str(scratch / "no-debian-package")}
@@ -115,6 +116,24 @@ def main():
                                                    "--epochs", "1", "--data-dir", str(good), *made])
     run("Q2, --eval-only --epochs 30 of that 1-epoch run", [q2, "--model", "baseline", "--eval-only", "--epochs",
                                                             "30", "--data-dir", str(good), *made])
+    other = tiny_course(scratch / "other-val")
+    Image.fromarray(np.full((224, 224, 3), 77, np.uint8)).save(other / "val" / "0.jpg")
+    run("Q2, --eval-only on other val images, without --out-dir", [q2, "--model", "baseline", "--eval-only",
+                                                                   "--data-dir", str(other), *made])
+    run("Q2, --eval-only on other val images, with --out-dir", [q2, "--model", "baseline", "--eval-only",
+                                                                "--data-dir", str(other), "--out-dir",
+                                                                str(scratch / "other-out"), "--checkpoint-dir",
+                                                                str(scratch / "made" / "ckpt")],
+        pick="evaluated on other data")
+    notepad = tiny_course(scratch / "notepad")
+    names = (notepad / "classes.txt").read_text().split()
+    (notepad / "classes.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(names).encode() + b"\r\n")
+    run("Q2, classes.txt saved by Notepad (BOM, CRLF): accepted", [q2, "--model", "baseline", "--epochs", "1",
+                                                                  "--data-dir", str(notepad),
+                                                                  *folders(scratch, "notepad")], pick="wrote")
+    (notepad / "classes.txt").write_text("\n".join(["background", "sport", *names[2:]]) + "\n")
+    run("Q2, classes.txt with a misspelt class", [q2, "--model", "baseline", "--data-dir", str(notepad),
+                                                  *folders(scratch, "notepad2")])
     run("Q2, --eval-only with 2 test-time scales: the printout names them",
         [q2, "--model", "baseline", "--eval-only", "--tta", "--tta-scales", "0.75,1", "--data-dir", str(good),
          *made], pick="test-time augmentation")
@@ -138,6 +157,9 @@ def main():
     run("Q1, --final --limit 2000: what the run says it trained on",
         [q1, "--model", "basenet", "--final", "--epochs", "1", "--limit", "2000", *folders(scratch, "i")],
         pick="train 2000 images")
+    run("Q1, Ctrl-C while the imports load", [q1, "--model", "basenet", *folders(scratch, "early")],
+        signal_after=(0.5, signal.SIGINT))
+    print(f"  folders left: {(scratch / 'early').exists()}")
     run("Q1, Ctrl-C before the first epoch ends", [q1, "--model", "basenet", "--epochs", "3",
                                                    *folders(scratch, "j")], signal_after=(4.0, signal.SIGINT))
     run("Q1, SIGTERM after an epoch", [q1, "--model", "basenet", "--epochs", "50", "--limit", "3000",
@@ -153,6 +175,22 @@ def main():
     print(f"  its last.pt and predictions still there: {(scratch / 'q1run' / 'ckpt' / 'last.pt').is_file()} and "
           f"{(scratch / 'q1run' / 'out' / 'Q1_label_predictions.npy').is_file()}")
     run("Q1, --overwrite --seed -1", [q1, "--model", "basenet", "--overwrite", "--seed", "-1", *q1_run])
+    run("Q1, --overwrite stopped before its first epoch ends", [q1, "--model", "basenet", "--overwrite", *q1_run],
+        signal_after=(4.0, signal.SIGINT))
+    run("Q1, one epoch to make the run again (expected to succeed)",
+        [q1, "--model", "basenet", "--epochs", "1", "--limit", "2000", "--overwrite", *q1_run])
+    shutil.copy(scratch / "q1run" / "ckpt" / "best.pt", scratch / "damaged-last.pt")
+    (scratch / "q1run" / "ckpt" / "last.pt").write_bytes(b"half a checkpoint")
+    run("Q1, --eval-only with a damaged last.pt and a readable best.pt", [q1, "--eval-only", *q1_run],
+        pick="is not a readable checkpoint")
+    (scratch / "q1run" / "ckpt" / "best.pt").write_bytes(b"")
+    run("Q1, --eval-only with both checkpoints damaged", [q1, "--eval-only", *q1_run])
+    shutil.copy(scratch / "damaged-last.pt", scratch / "q1run" / "ckpt" / "best.pt")
+    shutil.copy(scratch / "damaged-last.pt", scratch / "q1run" / "ckpt" / "last.pt")
+    run("Q1, a fresh run refused: the folders it created are removed",
+        [q1, "--model", "basenet", "--checkpoint-dir", str(scratch / "q1run" / "ckpt"), "--out-dir",
+         str(scratch / "new" / "out")])
+    print(f"  {scratch / 'new'} left: {(scratch / 'new').exists()}")
     run("Q1, a fresh run with --out-dir of that run's results",
         [q1, "--model", "basenet", "--epochs", "1", "--limit", "2000", "--out-dir", str(scratch / "q1run" / "out"),
          "--checkpoint-dir", str(scratch / "other-ckpt")])
@@ -207,6 +245,23 @@ def main():
         pick="warning")
     np.save(scratch / "zero-d.npy", np.float32(0.5))
     np.save(scratch / "labels.npy", np.zeros(5000, np.int64))
+    (scratch / "Q1_label_predictions.npy").write_text("<!DOCTYPE html><html><title>Google Drive</title>")
+    run("cs543-check of a web page saved as the .npy", ["-m", "tools.check_submission",
+                                                         str(scratch / "Q1_label_predictions.npy")])
+    np.save(scratch / "Q1_label_predictions.npy", np.full((2000, 10), 0.1))
+    run("cs543-check of a Q1 file in float64", ["-m", "tools.check_submission",
+                                                str(scratch / "Q1_label_predictions.npy")], pick="INVALID")
+    bad_config = scratch / "bad-config"
+    (bad_config / "q1_fashion" / "basenet").mkdir(parents=True)
+    (bad_config / "q1_fashion" / "basenet" / "metrics.json").write_text(
+        '{"model": "basenet", "params": 4414, "epochs": 15, "train_seconds": 1.0, "val_accuracy": 88.1, '
+        '"val_per_class": {}, "config": {"epochs": "15"}}')
+    run("cs543-report with config.epochs the string \"15\"", ["-m", "tools.report", "--results-dir",
+                                                               str(bad_config)], pick="warning")
+    print(f"  report.pdf written: {(bad_config / 'report.pdf').is_file()}")
+    run("cs543-report --results-dir that does not exist", ["-m", "tools.report", "--results-dir",
+                                                           str(scratch / "results-typo")])
+    print(f"  folder created: {(scratch / 'results-typo').exists()}")
     run("cs543-check of a 0-d file with --labels", ["-m", "tools.check_submission", str(scratch / "zero-d.npy"),
                                                     "--labels", str(scratch / "labels.npy")], pick="INVALID")
     run("bench/q1_frontier.py --help", ["bench/q1_frontier.py", "--help"], pick="usage")
