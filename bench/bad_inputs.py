@@ -119,7 +119,8 @@ def main():
     other = tiny_course(scratch / "other-val")
     Image.fromarray(np.full((224, 224, 3), 77, np.uint8)).save(other / "val" / "0.jpg")
     run("Q2, --eval-only on other val images, without --out-dir", [q2, "--model", "baseline", "--eval-only",
-                                                                   "--data-dir", str(other), *made])
+                                                                   "--data-dir", str(other), "--checkpoint-dir",
+                                                                   str(scratch / "made" / "ckpt")])
     run("Q2, --eval-only on other val images, with --out-dir", [q2, "--model", "baseline", "--eval-only",
                                                                 "--data-dir", str(other), "--out-dir",
                                                                 str(scratch / "other-out"), "--checkpoint-dir",

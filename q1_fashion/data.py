@@ -118,7 +118,7 @@ def augment(images, max_shift=2):
     """Random translation by up to `max_shift` pixels (zero fill) and a horizontal flip for half the
     batch, as batched indexing of uint8 images (B, H, W): no per-item Python work.
 
-    (Random erasing was tried as well and did not pay: README, "Performance".)
+    (Random erasing was tried as well and did not pay: docs/performance.md.)
     """
     batch, height, width = images.shape
     device = images.device

@@ -73,7 +73,7 @@ class FashionNet(nn.Module):
     batchnorm: BatchNorm after every conv and the hidden fc layer.
     residual: each extra 3x3 conv block (depth 2 or more) adds its input back, a ResNet shortcut.
     dropout: before the last fc layer. (Dropout after the first stage as well was measured and did not
-        pay: README, "Performance".)
+        pay: docs/performance.md.)
     width=6, depth=1, batchnorm=False, dropout=0 is BaseNet itself: the same layers and parameters, and
     the same outputs (without BatchNorm, pooling before the ReLU changes nothing).
     """

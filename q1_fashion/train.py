@@ -45,7 +45,7 @@ REFERENCE_REPORT = {"basenet": {"val": 87.0}, "best": {"val": 92.1, "test": 91.2
 
 # Each model's best recipe: a base plus per-model overrides; a flag given on the command line beats both.
 # The base is the course starter's training: plain SGD with momentum at a constant rate, no augmentation.
-# Each value's evidence: README, "Performance" (Q1 tables).
+# Each value's evidence: docs/performance.md (the Q1 tables).
 BASE = dict(optimizer="SGD", epochs=10, batch_size=64, lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0,
             label_smoothing=0.0, schedule="constant", augment=False, ema_decay=0.0, tta=False, tta_shift=0)
 RECIPES = {
@@ -55,7 +55,7 @@ RECIPES = {
                         schedule="onecycle"),
     "improved": dict(
         BASE,
-        # Each value's evidence: README, "Performance" (the Q1 table).
+        # Each value's evidence: docs/performance.md (the Q1 table).
         epochs=15,             # what fits 420 s on the slowest machine of this kind (AVX2 EPYC, fp32)
         batch_size=256,        # same images/s as 64 on a CPU; the learning rate is tuned for it
         lr=0.1,                # the one-cycle's peak

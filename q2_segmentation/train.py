@@ -97,7 +97,7 @@ RECIPES = {
     "report_best": RECIPE,
     "improved": dict(
         RECIPE,
-        # Each value's evidence: README, "Performance" (Q2 tables), on EfficientNet-Lite0 over 3 seeds.
+        # Each value's evidence: docs/performance.md (the Q2 tables), on EfficientNet-Lite0 over 3 seeds.
         epochs=17,            # what fits 20 minutes on the slowest machine of this kind (AVX2 EPYC, fp32)
         trunk_lr_scale=0.3,   # the trunk's later stages adapt faster than at 0.1x
         freeze_stride=4,      # the stride-2/4 stages stay ImageNet's (BatchNorm statistics: --frozen-bn); faster steps
