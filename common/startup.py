@@ -5,13 +5,17 @@ A script calls `quiet_start(__name__)` before its other imports (the console com
 common.runtime.run_cli hands Ctrl-C back to Python's KeyboardInterrupt once the command runs, where its own
 one line says what was saved. Imported as a module (by the tests, by another script), nothing changes.
 """
+import os
 import signal
 import sys
 
 
 def _starting(signum, frame):
-    print("interrupted while starting; nothing was written", file=sys.stderr)
-    raise SystemExit(130)
+    """Exit at once: nothing has been written yet. (Raising SystemExit here is not enough: a library that catches
+    every exception around an import of its own, as PyTorch 2.4 does, swallows it and the script runs on.)"""
+    sys.stdout.flush()
+    print("interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 def quiet_start(name):
