@@ -189,15 +189,18 @@ def test_a_flag_out_of_range_is_one_line_with_exit_code_2():
         assert done.stderr.rstrip().endswith("(--help lists the options)")
 
 
-def test_ctrl_c_while_the_imports_load_is_one_line():
-    """SIGINT half a second after start, while PyTorch is still importing: one line, exit code 130."""
-    process = subprocess.Popen([sys.executable, "q1_fashion/train.py", "--epochs", "1"], cwd=REPO, text=True,
+def test_ctrl_c_while_the_imports_load_is_one_line(tmp_path):
+    """SIGINT half a second after start, while PyTorch is still importing: one line, exit code 130, and the script
+    stops there (it wrote neither folder)."""
+    folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+    process = subprocess.Popen([sys.executable, "q1_fashion/train.py", "--epochs", "1", *folders], cwd=REPO, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130 and err == "interrupted while starting; nothing was written\n" and out == ""
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ckpt").exists()
 
 
 def test_an_interrupted_overwrite_says_the_old_run_is_gone(tmp_path, monkeypatch):
