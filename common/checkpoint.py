@@ -6,13 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.runtime import UserError, save_torch
+from common.runtime import UserError, mps_available, save_torch
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "best", "history", "config", "rng")
-
-
-def mps_available():
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def capture_rng():

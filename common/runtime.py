@@ -45,14 +45,10 @@ def run_cli(main, argv=None):
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as KeyboardInterrupt (common.startup)
     try:
         check_checkout()
-        return main(argv)
+        with memory_remedy("a smaller --batch-size"):  # outside training and prediction, which name their own
+            return main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (torch.OutOfMemoryError, RuntimeError) as error:
-        if not is_out_of_memory(error):
-            raise
-        print(f"error: {out_of_memory_line(error, 'a smaller --batch-size')}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt as stop:
         code = getattr(stop, "code", 130)
@@ -112,9 +108,10 @@ def pick_device(name):
     """The torch device --device names. auto: a CUDA GPU this PyTorch can run, else the CPU (a Mac's GPU only when
     asked for: mps). On CUDA, cuDNN picks its fastest algorithms for the run's fixed shapes (cudnn.benchmark)."""
     if name == "auto":
-        usable = torch.cuda.is_available() and cuda_unsupported() is None
-        if torch.cuda.is_available() and not usable:
-            print(f"NOTE: {cuda_unsupported()}; training on the CPU")
+        unsupported = cuda_unsupported() if torch.cuda.is_available() else None
+        usable = torch.cuda.is_available() and unsupported is None
+        if unsupported:
+            print(f"NOTE: {unsupported}; training on the CPU")
         elif cpu_only_build() and shutil.which("nvidia-smi"):  # a Windows laptop's NVIDIA card, PyPI's CPU build
             print(f"NOTE: this machine has an NVIDIA driver (nvidia-smi), but this PyTorch ({torch.__version__}) is a "
                   "CPU-only build: training on the CPU. For the GPU, install a CUDA build (pytorch.org's install "
@@ -127,15 +124,21 @@ def pick_device(name):
         if not torch.cuda.is_available():
             raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU (is the NVIDIA driver "
                             "installed? `nvidia-smi` lists what it sees); use --device cpu")
-        if cuda_unsupported() is not None:
-            raise UserError(f"--device cuda: {cuda_unsupported()}; install a PyTorch build for it (pytorch.org "
+        unsupported = cuda_unsupported()
+        if unsupported:
+            raise UserError(f"--device cuda: {unsupported}; install a PyTorch build for it (pytorch.org "
                             "lists which CUDA builds support which GPUs) or use --device cpu")
-    elif name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    elif name == "mps" and not mps_available():
         raise UserError("--device mps was requested but PyTorch sees no Apple GPU (MPS needs a Mac with Apple "
                         "silicon or an AMD GPU and macOS 12.3 or later); use --device cpu")
     if name == "cuda":
         torch.backends.cudnn.benchmark = True  # the shapes are fixed: cuDNN's fastest algorithm, timed once each
     return torch.device(name)
+
+
+def mps_available():
+    """Whether PyTorch sees an Apple GPU (older builds have no torch.backends.mps)."""
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def cpu_only_build():
