@@ -1,10 +1,10 @@
 """Do the same commands still give the same numbers? A refactoring's proof.
 
-Runs a fixed list of short trainings, each followed by a resume of one more epoch in the same folders,
-and records what must not change: every metric in metrics.json (timings and the settings' layout aside)
+Runs a fixed list of short trainings, each followed by a resume of one more epoch in the same folders and
+by --eval-only with other test-time views into a results folder of its own, and records what must not change: every metric in metrics.json (timings and the settings' layout aside)
 and the SHA-256 of each prediction file. `--record FILE` writes them; `--compare FILE` runs again and
 prints, per run, `same` or the first differences. Everything runs at --precision fp32, so the figures do
-not depend on whether the CPU has AMX. About 6 minutes on 2 CPU cores.
+not depend on whether the CPU has AMX. About 8 minutes on 2 CPU cores.
 
     python bench/same_numbers.py --record before.json     # on the old code
     python bench/same_numbers.py --compare before.json    # on the new code
@@ -19,10 +19,12 @@ from pathlib import Path
 
 from common.paths import REPO_ROOT
 
-RUNS = {  # name: (script, flags of the fresh run); the resume adds one epoch
-    "q1 basenet 2 epochs": ("q1_fashion/train.py", ["--model", "basenet", "--epochs", "2"]),
-    "q1 improved 1 epoch, limit 5000": ("q1_fashion/train.py", ["--epochs", "1", "--limit", "5000"]),
-    "q2 improved 1 epoch, limit 32": ("q2_segmentation/train.py", ["--epochs", "1", "--limit", "32"]),
+RUNS = {  # name: (script, flags of the fresh run, the other views --eval-only then predicts with)
+    "q1 basenet 2 epochs": ("q1_fashion/train.py", ["--model", "basenet", "--epochs", "2"], ["--tta"]),
+    "q1 improved 1 epoch, limit 5000": ("q1_fashion/train.py", ["--epochs", "1", "--limit", "5000"],
+                                        ["--tta-shift", "0"]),
+    "q2 improved 1 epoch, limit 32": ("q2_segmentation/train.py", ["--epochs", "1", "--limit", "32"],
+                                      ["--tta-scales", "1,1.25"]),
 }
 # timings vary; the settings' layout may change; a run's id and its record of what happened are new every run
 SKIPPED = {"train_seconds", "config", "precision", "run_id", "training"}
@@ -50,7 +52,7 @@ def run(script, flags, out_dir, checkpoint_dir):
 def measure(names):
     results = {}
     for name in names:
-        script, flags = RUNS[name]
+        script, flags, views = RUNS[name]
         epochs = int(flags[flags.index("--epochs") + 1])
         with tempfile.TemporaryDirectory() as scratch:
             out, checkpoints = Path(scratch) / "out", Path(scratch) / "checkpoints"
@@ -58,6 +60,10 @@ def measure(names):
             resumed = [*flags[:flags.index("--epochs")], "--epochs", str(epochs + 1),
                        *flags[flags.index("--epochs") + 2:], "--resume"]
             results[name + ", resumed +1 epoch"] = run(script, resumed, out, checkpoints)
+            at = flags.index("--epochs")
+            evaluated = [*flags[:at], *flags[at + 2:], "--eval-only", *views]
+            results[name + f", --eval-only {' '.join(views)}"] = run(script, evaluated, Path(scratch) / "eval",
+                                                                      checkpoints)
     return results
 
 
