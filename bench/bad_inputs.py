@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.cli import Parser
-from common.paths import REPO_ROOT as REPO
+from common.files import REPO_ROOT as REPO
+from common.settings import Parser
 from q1_fashion.data import locate_fashion_mnist
 
 ROWS = []

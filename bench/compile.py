@@ -17,7 +17,7 @@ import time
 
 from bench.cpu_settings import EXTRA, MODULES, resolved
 from bench.timing import bench_parser, refuse_if_busy, training_pieces
-from common.paths import DATA_DIR
+from common.files import DATA_DIR
 from q1_fashion.data import NUM_TRAIN
 from q2_segmentation.data import list_items
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy, training_pieces
-from common.precision import CPU_BF16_FLAGS, autocast, cpu_flags
-from common.run import resolve
+from common.device import CPU_BF16_FLAGS, autocast, cpu_flags
+from common.settings import resolve
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 

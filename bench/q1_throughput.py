@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
-from common.paths import DATA_DIR
-from common.run import resolve
+from common.files import DATA_DIR
+from common.settings import resolve
 from q1_fashion import train as q1_train
 from q1_fashion.data import locate_fashion_mnist
 

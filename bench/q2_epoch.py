@@ -21,7 +21,7 @@ from torchvision import transforms
 
 from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
 from common.metrics import quantize_probabilities, segmentation_scores
-from common.run import resolve
+from common.settings import resolve
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import list_items
 from q2_segmentation.models import build_model

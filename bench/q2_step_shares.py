@@ -11,7 +11,7 @@ part that the part costs.
 import torch
 
 from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy
-from common.run import resolve
+from common.settings import resolve
 from q2_segmentation import train as q2_train
 
 BATCH, SIZE = 16, 224

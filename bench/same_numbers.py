@@ -1,7 +1,8 @@
 """Do the same commands still give the same numbers? A refactoring's proof.
 
 Runs a fixed list of short trainings, each followed by a resume of one more epoch in the same folders and
-by --eval-only with other test-time views into a results folder of its own, and records what must not change: every metric in metrics.json (timings and the settings' layout aside)
+by --eval-only with other test-time views into a results folder of its own, and records what must not
+change: every metric in metrics.json (timings and the settings' layout aside)
 and the SHA-256 of each prediction file. `--record FILE` writes them; `--compare FILE` runs again and
 prints, per run, `same` or the first differences. Everything runs at --precision fp32, so the figures do
 not depend on whether the CPU has AMX. About 8 minutes on 2 CPU cores.
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common.paths import REPO_ROOT
+from common.files import REPO_ROOT
 
 RUNS = {  # name: (script, flags of the fresh run, the other views --eval-only then predicts with)
     "q1 basenet 2 epochs": ("q1_fashion/train.py", ["--model", "basenet", "--epochs", "2"], ["--tta"]),

@@ -32,9 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench.timing import bench_parser, follow, refuse_if_busy, training_pieces
-from common.cli import as_words
-from common.paths import REPO_ROOT
-from common.run import requested
+from common.files import REPO_ROOT
+from common.settings import as_words, requested
 from q1_fashion import train as q1_train
 from q1_fashion.data import NUM_TRAIN
 from q2_segmentation import train as q2_train

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.paths import DATA_DIR, REPO_ROOT
+from common.files import DATA_DIR, REPO_ROOT
 
 
 def bench_parser(doc):
@@ -146,7 +146,7 @@ def training_pieces(module, flags):
     process for the same --limit, --holdout and --final."""
     import torch
 
-    from common.run import resolve  # here: the benches that only time whole scripts need no PyTorch
+    from common.settings import resolve  # here: the benches that only time whole scripts need no PyTorch
 
     run = resolve(module.parse_args(flags), module.QUESTION)
     key = (module.__name__, run.options["limit"], run.options["holdout"], run.final)

@@ -3,10 +3,9 @@ import json
 import re
 from pathlib import Path
 
-from common.cli import as_words, positive_int
-from common.paths import CHECKPOINTS_DIR, DATA_DIR, RESULTS_DIR
+from common.files import CHECKPOINTS_DIR, DATA_DIR, RESULTS_DIR, write_text
 from common.plotting import plot_bars
-from common.runtime import write_text
+from common.settings import as_words, positive_int
 
 
 def add_ablation_arguments(parser, question, default_epochs):

@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from common.loop import TrainingStopped
-from common.runtime import UserError, prepare_dir, write_json
+from common.checkpoint import CHECKPOINTS
+from common.command import TrainingStopped, UserError
+from common.files import prepare_dir, write_json
 
 try:  # Unix
     import fcntl
@@ -41,7 +42,6 @@ except ImportError:  # Unix
 
 LOCK = ".lock"
 MARKER = "run.json"
-CHECKPOINTS = ("last.pt", "best.pt")
 COMMON_OUTPUTS = ("metrics.json", "history.jsonl", "model.txt", "summary.txt", "curves.png")
 # msvcrt.locking locks a byte range, and a locked range cannot be read by other processes: the lock sits
 # far past the holder's pid, which the refused process reads from the file's start.

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from matplotlib.figure import Figure
 
-from common.runtime import write_atomically
+from common.files import write_atomically
 
 
 def _subplots(*args, **kwargs):

@@ -9,8 +9,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from common.precision import autocast
-from common.runtime import memory_remedy
+from common.command import memory_remedy
+from common.device import autocast
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,15 @@ only change from one row to the next is the component named. The last row is the
     python q1_fashion/ablate.py               # full recipe
     python q1_fashion/ablate.py --epochs 3    # a quick look
 """
-from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+from common.command import quiet_start  # first: Ctrl-C while the imports below load is one line
 
 quiet_start(__name__)
 
 import argparse
 
 from common.ablation import add_ablation_arguments, passed_through, run_ladder
-from common.cli import Parser
-from common.runtime import run_cli
+from common.command import run_cli
+from common.settings import Parser
 from q1_fashion import train
 
 BEST = train.RECIPES["improved"]

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.data import batch_bounds
+from common.command import UserError
 from common.predict import View
-from common.runtime import UserError
+from common.training import batch_bounds
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -6,7 +6,7 @@
     python q1_fashion/train.py --eval-only          # evaluate the finished run and write predictions
     python q1_fashion/train.py --final              # the chosen recipe on all 60,000 training images
 """
-from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+from common.command import quiet_start  # first: Ctrl-C while the imports below load is one line
 
 quiet_start(__name__)
 
@@ -16,15 +16,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from common.cli import Parser, add_run_arguments, positive_int, probability, reject_switches
-from common.data import batch_bounds, data_record
-from common.loop import Training, fit
+from common.checkpoint import weights_to_predict_with
+from common.command import UserError, run_cli
+from common.files import save_npy
+from common.folders import claim, open_folders
 from common.metrics import accuracy, confusion_matrix, format_classification, per_class_accuracy
 from common.plotting import plot_confusion, plot_curves, plot_misclassified
 from common.predict import predict
-from common.protocol import Pieces, announce, record, run_protocol
-from common.run import Question
-from common.runtime import UserError, run_cli, save_npy
+from common.record import announce, data_record, describe_model, evaluated_elsewhere, write_record
+from common.settings import Parser, Question, add_run_arguments, positive_int, probability, reject_switches, resolve
+from common.training import batch_bounds, save_epoch, seed_everything, start_or_resume, train_one_epoch
 from q1_fashion.data import (
     CLASSES,
     batches,
@@ -33,7 +34,6 @@ from q1_fashion.data import (
     load_secret_test,
     split_indices,
     views,
-    views_used,
 )
 from q1_fashion.models import FAMILY_KEYS, MODELS, build_model
 
@@ -72,10 +72,9 @@ RECIPES = {
     ),
 }
 QUESTION = Question(name="q1_fashion", script="q1_fashion/train.py", recipes=RECIPES, default_model="improved",
-                    evaluation=("tta", "tta_shift"), switches=FAMILY_KEYS,
-                    introduced={"residual": False},  # runs saved before the switch had no shortcuts
-                    outputs=(PREDICTIONS, VAL_PREDICTIONS, "confusion.png", "misclassified.png"),
-                    views=views_used, describe_views=describe_views)
+                    evaluation={"tta": False, "tta_shift": 0},  # the test-time views; without --tta: no shifts
+                    switches=FAMILY_KEYS,
+                    outputs=(PREDICTIONS, VAL_PREDICTIONS, "confusion.png", "misclassified.png"))
 
 
 def parse_args(argv=None):
@@ -113,7 +112,7 @@ class Data:
     val_images: torch.Tensor
     val_labels: torch.Tensor    # on the CPU: compared with numpy predictions
     secret_images: torch.Tensor
-    record: dict                # what metrics.json records of this data (common.data.data_record)
+    record: dict                # what metrics.json records of this data (common.record.data_record)
     seen_val: int = 0           # val images also trained on (--final)
 
 
@@ -164,44 +163,34 @@ def predictions(model, images, run, validation=False):
 
 
 def evaluate(model, images, labels, run, validation=False):
-    """(softmax probabilities, accuracy %, per-class accuracy %) of `model` on `images`."""
+    """(softmax probabilities, accuracy %, per-class accuracy %) of `model` on `images`; `validation`: the
+    per-epoch validation's cheaper views."""
     probabilities = predictions(model, images, run, validation)
     predicted, labels = probabilities.argmax(axis=1), labels.numpy()
     return probabilities, accuracy(predicted, labels), per_class_accuracy(predicted, labels, len(CLASSES))
 
 
-def trainer(run, model, data):
-    """The run's training, in pieces: (Training, run_epoch(epoch) -> mean loss, validate() -> figures, or None
-    for a --final run, whose val images are training images). train() fits with them; the benches time them."""
-    recipe = run.recipe
-    steps_per_epoch = len(batch_bounds(len(data.train_images), recipe["batch_size"]))
-    training = Training(model, make_optimizer(model, recipe), run, steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
-
-    def run_epoch(epoch):
-        return training.epoch(batches(data.train_images, data.train_labels, recipe["batch_size"],
-                                      augmented=recipe["augment"]), loss_fn, epoch)
-
-    def validate():
-        _, val_accuracy, _ = evaluate(training.evaluated, data.val_images, data.val_labels, run, validation=True)
-        return {"val_accuracy": val_accuracy}
-
-    return training, run_epoch, None if run.final else validate
+def validate(model, data, run):
+    """The per-epoch validation's figures."""
+    _, val_accuracy, _ = evaluate(model, data.val_images, data.val_labels, run, validation=True)
+    return {"val_accuracy": val_accuracy}
 
 
-def train(run, model, data):
-    training, run_epoch, validate = trainer(run, model, data)
-    fit(training, run_epoch, validate, "val_accuracy" if validate else None)
+def build(run):
+    """The run's network on its device, channels-last (faster convolutions on a CPU)."""
+    return build_model(run.recipe).to(run.device, memory_format=torch.channels_last)
 
 
 def write_outputs(run, model, data, result):
+    """Evaluate `model` (the weights `result` says predict) on val and the secret test set; write the prediction
+    files, metrics.json and the figures."""
     out_dir = run.out_dir
     val_probabilities, val_accuracy, val_per_class = evaluate(model, data.val_images, data.val_labels, run)
-    announce(run, result, seen_val=bool(data.seen_val))
+    announce(run, result, describe_views(run.evaluation), seen_val=bool(data.seen_val))
     print(format_classification(val_accuracy, val_per_class, CLASSES))
     save_npy(out_dir / PREDICTIONS, predictions(model, data.secret_images, run).astype("float32"))
     save_npy(out_dir / VAL_PREDICTIONS, val_probabilities.astype("float32"))
-    record(run, model, result, {
+    write_record(run, model, result, describe_views(run.evaluation), {
         "val_accuracy": val_accuracy,
         "val_per_class": dict(zip(CLASSES, val_per_class.tolist(), strict=True)),
     })
@@ -216,17 +205,30 @@ def write_outputs(run, model, data, result):
           f"misclassified.png; checkpoints in {run.checkpoint_dir}")
 
 
-def build(run):
-    """The run's network on its device, channels-last (faster convolutions on a CPU)."""
-    return build_model(run.recipe).to(run.device, memory_format=torch.channels_last)
-
-
 def main(argv=None):
-    """Train (or with --resume continue, with --eval-only only evaluate) and write the outputs: see
-    common.protocol for the steps, and the functions above for this question's part of each."""
-    pieces = Pieces(load_data=load_data, build=build, input_size=(1, 28, 28), train=train,
-                    write_outputs=write_outputs)
-    return run_protocol(parse_args(argv), QUESTION, pieces)
+    """Train (or with --resume continue, with --eval-only only evaluate) and write the outputs. Returns the Run."""
+    args = parse_args(argv)
+    run = resolve(args, QUESTION)  # the recipe, under the checkpoint (--resume, --eval-only), under the flags
+    with open_folders(run):  # locked; a folder of another run is refused before anything is touched
+        seed_everything(run.options["seed"])
+        data = load_data(run, args.data_dir)
+        run.data, run.trained_on = data.record, evaluated_elsewhere(run, data.record)
+        model = build(run)
+        claim(run)  # every check has passed: only now does --overwrite delete the run it replaces
+        describe_model(model, (1, 28, 28), run.out_dir)
+        if run.trains:
+            recipe = run.recipe
+            steps = len(batch_bounds(len(data.train_images), recipe["batch_size"]))
+            training = start_or_resume(run, model, make_optimizer(model, recipe), steps, score="val_accuracy")
+            loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+            for epoch in training.epochs():
+                loss = train_one_epoch(training, batches(data.train_images, data.train_labels, recipe["batch_size"],
+                                                         augmented=recipe["augment"]), loss_fn, epoch)
+                figures = validate(training.averaged, data, run) if training.validates(epoch) else {}
+                save_epoch(training, epoch, loss, figures)
+        result = weights_to_predict_with(run, model)  # best.pt's weight average; --final: last.pt's
+        write_outputs(run, model, data, result)
+    return run
 
 
 if __name__ == "__main__":

@@ -7,15 +7,15 @@ ladder for the default `improved` head with its own recipe, to place it on the s
     python q2_segmentation/ablate.py                          # 43 minutes on 2 CPU cores (measured)
     python q2_segmentation/ablate.py --ladder-width 512       # the report's exact head (GPU)
 """
-from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+from common.command import quiet_start  # first: Ctrl-C while the imports below load is one line
 
 quiet_start(__name__)
 
 import argparse
 
 from common.ablation import add_ablation_arguments, passed_through, run_ladder
-from common.cli import Parser, positive_int
-from common.runtime import run_cli
+from common.command import run_cli
+from common.settings import Parser, positive_int
 from q2_segmentation import train
 from q2_segmentation.models import BACKBONES
 

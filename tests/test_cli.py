@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from common.ablation import as_flags, cumulative
-from common.cli import as_words
-from common.loop import lr_schedule
+from common.settings import as_words
+from common.training import lr_schedule
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 from tests.helpers import REPO, settings
@@ -104,7 +104,7 @@ def test_onecycle_on_a_four_step_run_by_hand():
     step 0: 0.1; 1: 1; 2: (1 + cos(pi/3))/2 = 0.75; 3: (1 + cos(2pi/3))/2 = 0.25; 4 and past the end: 0."""
     import math
 
-    from common.loop import lr_schedule
+    from common.training import lr_schedule
     multiplier = lr_schedule("onecycle", 4)
     expected = [0.1, 1.0, 0.75, 0.25, 0.0, 0.0]
     for step, value in enumerate(expected):

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from common.data import data_record, fingerprint, other_data
-from common.runtime import UserError, run_cli
+from common.command import UserError, run_cli
+from common.record import data_record, fingerprint, other_data
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import read_classes
@@ -218,7 +218,9 @@ def test_an_interrupted_overwrite_says_the_old_run_is_gone(tmp_path, monkeypatch
 
 
 def test_a_resume_before_any_validation_prints_no_minus_infinity(tmp_path, capsys):
-    from common.loop import Training, fit
+    from common.loop import fit
+
+    from common.training import Training
     from tests.test_defaults import fake_run, tiny_net
     run = fake_run(tmp_path, epochs=2, ema_decay=0.0)
     model = tiny_net(0)
@@ -249,7 +251,7 @@ def test_a_refused_run_leaves_no_folder_it_created(tmp_path):
 def test_every_recipe_value_reaches_what_it_configures():
     """The default recipes, read on the objects the scripts build: the loss's label smoothing, the optimizer's
     rate, momentum, Nesterov and weight decay, the schedule's peak and length, the weight average's decay."""
-    from common.loop import Training
+    from common.training import Training
     from q2_segmentation.losses import make_loss
     q1 = settings(q1_train, "--precision", "fp32")
     recipe = q1_train.RECIPES["improved"]

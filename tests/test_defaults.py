@@ -7,10 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from common.loop import fit
 
 from common.average import WeightAverage
 from common.checkpoint import save_checkpoint
-from common.loop import Training, fit, load_result
+from common.training import Training
 from q1_fashion import data as q1_data
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import augment as q2_augment

@@ -15,9 +15,9 @@ import torch
 
 from common import checkpoint as checkpoints
 from common import loop as training_loop
-from common.precision import autocast_runs, make_scaler, resolve_precision
+from common.command import UserError, run_cli
+from common.device import autocast_runs, make_scaler, pick_device, resolve_precision
 from common.predict import View, predict
-from common.runtime import UserError, pick_device, run_cli
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 from tests.conftest import devices
@@ -95,13 +95,13 @@ def test_auto_with_an_nvidia_driver_and_a_cpu_only_build_trains_on_the_cpu_and_s
     monkeypatch.setattr(torch.version, "cuda", None)
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("common.runtime.shutil.which", lambda name: "C:/Windows/System32/nvidia-smi.exe")
+    monkeypatch.setattr("common.device.shutil.which", lambda name: "C:/Windows/System32/nvidia-smi.exe")
     assert pick_device("auto") == torch.device("cpu")
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith(
         f"NOTE: this machine has an NVIDIA driver (nvidia-smi), but this PyTorch ({torch.__version__}) is a CPU-only "
         "build: training on the CPU")
-    monkeypatch.setattr("common.runtime.shutil.which", lambda name: None)
+    monkeypatch.setattr("common.device.shutil.which", lambda name: None)
     assert pick_device("auto") == torch.device("cpu") and capsys.readouterr().out == ""  # no NVIDIA driver: quiet
 
 
@@ -137,7 +137,7 @@ def test_a_gpu_missing_from_the_builds_architectures_is_one_line(monkeypatch, ca
 def test_a_mac_gpu_takes_only_the_precisions_it_runs(monkeypatch):
     mps = torch.device("mps")
     assert resolve_precision("auto", mps) == ("fp32", "the default on an Apple GPU")
-    monkeypatch.setattr("common.precision.autocast_runs", lambda device, precision: precision == "fp16")
+    monkeypatch.setattr("common.device.autocast_runs", lambda device, precision: precision == "fp16")
     assert resolve_precision("fp16", mps) == ("fp16", "--precision")
     with pytest.raises(UserError, match=r"^--precision bf16: this Mac's PyTorch .* does not run bf16 on the Apple GPU "
                                         r"\(bf16 needs macOS 14 or later\); use --precision fp32$"):
@@ -356,7 +356,7 @@ PRECISIONS = [(device, precision) for device in devices()
 def fp16_runs_here(monkeypatch, device, precision):
     """On the CPU fp16 needs native fp16 arithmetic: stand in its flag (PyTorch runs fp16 autocast on any CPU)."""
     if device == "cpu" and precision == "fp16":
-        monkeypatch.setattr("common.precision.cpu_flags", lambda: {"avx512_fp16"})
+        monkeypatch.setattr("common.device.cpu_flags", lambda: {"avx512_fp16"})
 
 
 def a_scale_that_moves(monkeypatch):

@@ -7,10 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from common.loop import fit, validated_epochs
 
+from common.command import UserError, check_checkout
+from common.device import pick_device
 from common.folders import claim, locked, open_folders
-from common.loop import Training, fit, validated_epochs
-from common.runtime import UserError, check_checkout, pick_device
+from common.training import Training
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 from tests.helpers import REPO, settings
@@ -18,7 +20,7 @@ from tests.helpers import REPO, settings
 TRY_LOCK = """
 import sys
 from common.folders import locked
-from common.runtime import UserError
+from common.command import UserError
 try:
     with locked(sys.argv[1]):
         print("got it")
@@ -126,7 +128,7 @@ def test_a_fresh_run_refuses_a_results_folder_holding_another_run(tmp_path):
 
 
 def test_eval_only_writes_into_its_own_runs_results_folder_and_never_into_another_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr("common.run.RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr("common.settings.RESULTS_DIR", tmp_path / "results")
     mine = finished_run(tmp_path, ckpt="elsewhere/ck", out="mine")
     evaluated = settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "elsewhere" / "ck"))
     assert evaluated.out_dir == tmp_path / "mine" and evaluated.run_id == mine.run_id  # its marker says where
@@ -170,7 +172,7 @@ def test_a_checkpoint_of_the_other_question_is_one_line(tmp_path):
 
 
 def test_resume_without_final_names_the_final_run_beside_it(tmp_path, monkeypatch):
-    monkeypatch.setattr("common.run.CHECKPOINTS_DIR", tmp_path / "checkpoints")
+    monkeypatch.setattr("common.settings.CHECKPOINTS_DIR", tmp_path / "checkpoints")
     final = settings(q1_train, "--final")
     write_checkpoint(final.checkpoint_dir, final)
     for flag in ("--resume", "--eval-only"):
@@ -281,8 +283,8 @@ def test_eval_only_into_another_runs_results_is_refused_in_these_words(tmp_path)
 
 
 def test_what_an_interruption_says_for_each_mode(tmp_path):
+    from common.command import Terminated
     from common.folders import interruption
-    from common.runtime import Terminated
     fresh = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path / "C"))
     assert str(interruption(Terminated(), fresh)) == ("terminated (SIGTERM) before the first epoch ended; nothing "
                                                       "was saved")
@@ -294,7 +296,7 @@ def test_what_an_interruption_says_for_each_mode(tmp_path):
 
 
 def test_the_hint_names_every_flag_that_makes_the_missing_run():
-    from common.run import hint
+    from common.settings import hint
     settings_ = {**q1_train.RECIPES["improved"], "model": "improved", "width": 48, "final": True, "holdout": None}
     assert hint(q1_train.QUESTION, settings_) == "train first: python q1_fashion/train.py --model improved " \
                                                  "--width 48 --final"
@@ -304,7 +306,7 @@ def test_the_hint_names_every_flag_that_makes_the_missing_run():
 
 
 def test_resume_without_holdout_names_the_holdout_run_beside_it(tmp_path, monkeypatch):
-    monkeypatch.setattr("common.run.CHECKPOINTS_DIR", tmp_path / "checkpoints")
+    monkeypatch.setattr("common.settings.CHECKPOINTS_DIR", tmp_path / "checkpoints")
     tuned = settings(q1_train, "--holdout", "5000")
     write_checkpoint(tuned.checkpoint_dir, tuned)
     (tmp_path / "checkpoints" / "q1_fashion" / "improved-width48").mkdir()  # a variant, not this run: not named
@@ -316,7 +318,7 @@ def test_resume_without_holdout_names_the_holdout_run_beside_it(tmp_path, monkey
 
 
 def test_two_trunks_holding_runs_of_the_model_asked_for_are_named_both(tmp_path, monkeypatch):
-    monkeypatch.setattr("common.run.CHECKPOINTS_DIR", tmp_path)
+    monkeypatch.setattr("common.settings.CHECKPOINTS_DIR", tmp_path)
     for backbone in ("efficientnet_lite0", "efficientnet_lite1"):
         run = settings(q2_train, "--backbone", backbone, "--no-pretrained")
         write_checkpoint(run.checkpoint_dir, run)
@@ -337,7 +339,7 @@ def test_a_checkpoint_that_says_its_question_is_taken_at_its_word(tmp_path):
 
 def test_a_resumed_run_keeps_the_precision_it_was_trained_in(tmp_path, monkeypatch, capsys):
     """On a CPU with bf16 but no AMX, auto is fp32; a run trained in bf16 there resumes in bf16, and says why."""
-    monkeypatch.setattr("common.precision.cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr("common.device.cpu_flags", lambda: {"avx512_bf16"})
     trained = settings(q1_train, "--model", "basenet", "--precision", "bf16", "--checkpoint-dir", str(tmp_path))
     write_checkpoint(tmp_path, trained)
     capsys.readouterr()
@@ -372,7 +374,7 @@ def test_eval_only_needs_nothing_written_in_the_checkpoint_folder(tmp_path, monk
 
 
 def test_device_mps_where_there_is_none_exits_2_with_one_line(monkeypatch, capsys):
-    from common.runtime import run_cli
+    from common.command import run_cli
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(q1_train.main, ["--device", "mps"])

@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from common.runtime import UserError
+from common.command import UserError
 from tests.helpers import add_cloud_drive_copies
 from tools.prepare_data import prepare
 

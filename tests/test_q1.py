@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from common import loop as training_loop
+from common.command import UserError
 from common.metrics import format_classification
-from common.runtime import UserError, count_parameters
+from common.record import count_parameters
 from q1_fashion import data as q1_data
 from q1_fashion import train as q1_train
 from q1_fashion.models import BaseNet, FashionNet, ReportBest, Residual, build_model
@@ -270,7 +271,7 @@ def test_final_trains_on_all_60000_images_and_says_so(tmp_path, course_data, cap
 
 @pytest.mark.slow
 def test_resume_under_bf16_matches_an_uninterrupted_run(tmp_path, course_data, monkeypatch):
-    monkeypatch.setattr("common.precision.cpu_flags", lambda: {"avx512_bf16"})  # bf16 runs (emulated) anywhere
+    monkeypatch.setattr("common.device.cpu_flags", lambda: {"avx512_bf16"})  # bf16 runs (emulated) anywhere
     common = ("--width", "4", "--epochs", "2", "--limit", "1000", "--batch-size", "128", "--precision", "bf16")
     straight, _ = run_q1(tmp_path, "straight", *common, course_data=course_data)
     assert read_metrics(straight)["train_precision"] == "bf16"

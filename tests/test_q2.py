@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from common.command import UserError
 from common.metrics import format_segmentation, segmentation_scores
 from common.predict import predict
-from common.runtime import UserError, count_parameters
+from common.record import count_parameters
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, FILL, IGNORE, augment, list_items, load_split, read_classes, views
 from q2_segmentation.models import (

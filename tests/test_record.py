@@ -5,9 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from common.loop import fit, stretches_of
 
-from common.loop import Result, Training, fit, load_result, stretches_of
-from common.protocol import announce, record
+from common.checkpoint import Result
+from common.record import announce
+from common.training import Training
 from q1_fashion import train as q1_train
 from q1_fashion.data import describe_views as q1_views
 from q2_segmentation.data import describe_views as q2_views
@@ -113,8 +115,9 @@ def test_one_epoch_steps_once_a_batch_returns_the_mean_loss_and_stops_on_a_nan_b
     """train_one_epoch against a hand count: 3 batches, 3 optimizer and schedule steps and weight-average
     updates, the mean of the 3 losses; a NaN in batch 2 stops before that batch's step, naming it."""
     from common.average import WeightAverage
-    from common.loop import TrainingStopped, train_one_epoch
-    from common.precision import make_scaler
+    from common.command import TrainingStopped
+    from common.device import make_scaler
+    from common.training import train_one_epoch
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -150,7 +153,7 @@ def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_sc
     """The loop against a hand count: the schedule spans steps_per_epoch x epochs, each epoch prints one line and
     writes last.pt with the run's settings and identity, a resume says where it starts and sets the rate of its
     new schedule at the step reached, and a finished run has nothing to train."""
-    from common.loop import lr_schedule
+    from common.training import lr_schedule
 
     first = train_tiny(tmp_path, 2)
     out = capsys.readouterr().out

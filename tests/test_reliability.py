@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common import loop as training_loop
-from common.runtime import UserError, run_cli
+from common.command import UserError, run_cli
 from q1_fashion import train as q1_train
 from tests.helpers import REPO
 

@@ -15,8 +15,8 @@ import torch
 
 from common import folders
 from common import run as run_module
+from common.command import UserError, run_cli
 from common.folders import claim, interruption, open_folders
-from common.runtime import UserError, run_cli
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 from tests.helpers import REPO, settings

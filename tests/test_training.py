@@ -8,11 +8,12 @@ import torch
 
 from common.average import WeightAverage
 from common.checkpoint import save_checkpoint
-from common.data import batch_bounds
-from common.precision import autocast, cpu_flags, resolve_precision
+from common.command import UserError, run_cli
+from common.device import autocast, cpu_flags, resolve_precision
+from common.files import save_npy, write_json
 from common.predict import predict
-from common.run import run_name
-from common.runtime import UserError, run_cli, save_npy, write_json
+from common.settings import run_name
+from common.training import batch_bounds
 from q2_segmentation import train as q2_train
 
 CPU = torch.device("cpu")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import Parser
+from common.command import UserError, run_cli
 from common.metrics import accuracy, format_classification, format_segmentation, per_class_accuracy, segmentation_scores
-from common.runtime import UserError, run_cli
+from common.settings import Parser
 from q1_fashion.data import CLASSES as Q1_CLASSES
 from q1_fashion.data import load_fashion_mnist, split_indices
 from q2_segmentation.data import CLASSES as Q2_CLASSES

@@ -2,7 +2,7 @@
 (common.startup) before it loads its module, which imports PyTorch."""
 import importlib
 
-from common.startup import quiet_start
+from common.command import quiet_start
 
 
 def _run(module):

@@ -13,9 +13,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from common.cli import Parser
-from common.paths import DATA_DIR
-from common.runtime import UserError, run_cli
+from common.command import UserError, run_cli
+from common.files import DATA_DIR
+from common.settings import Parser
 from q2_segmentation.data import ignored_warning, split_files
 
 ENTRIES = ("classes.txt", "train", "val", "test", "fashion/fashion_secret_test_data.npy")

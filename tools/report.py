@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.cli import Parser
-from common.data import describe_data
+from common.command import UserError, run_cli
+from common.files import RESULTS_DIR, repo_relative, write_atomically, write_text
 from common.metrics import format_segmentation
-from common.paths import RESULTS_DIR, repo_relative
-from common.runtime import UserError, run_cli, write_atomically, write_text
+from common.record import describe_data
+from common.settings import Parser
 from q1_fashion import train as q1_train
 from q1_fashion.data import describe_views as q1_describe_views
 from q1_fashion.models import build_model as build_q1_model

@@ -1,7 +1,9 @@
-"""Mixed precision: which one a run uses (--precision), its autocast context and the fp16 loss scaler.
+"""The device a run computes on (--device) and the precision it computes in (--precision).
 
-Weights, the optimizer, the loss and every softmax written to a file stay float32; autocast runs the
-convolutions and matrix products in bf16 or fp16.
+--device auto: a CUDA GPU this PyTorch can run, else the CPU; a Mac's GPU (mps) only when asked for by name.
+
+Mixed precision: weights, the optimizer, the loss and every softmax written to a file stay float32;
+autocast runs the convolutions and matrix products in bf16 or fp16.
 
 `auto` on a CUDA GPU: bf16 where the GPU computes it natively (compute capability 8.0 on: A100, L4, RTX 30xx
 and later), else fp16 with a GradScaler (Colab's T4, capability 7.5, has fp16 tensor cores and no bf16).
@@ -18,11 +20,12 @@ timing flipped, and with it the numbers of two runs of the same command. `--prec
 with native fp16 arithmetic (AVX512-FP16, AMX-FP16), with the same loss scaler as on a GPU.
 """
 import contextlib
+import shutil
 from pathlib import Path
 
 import torch
 
-from common.runtime import UserError
+from common.command import UserError
 
 CHOICES = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -145,3 +148,67 @@ def optimizer_kernels(device):
 def make_scaler(precision, device):
     """A loss scaler for fp16 (whose small range needs it); a disabled one, which does nothing, otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def pick_device(name):
+    """The torch device --device names. auto: a CUDA GPU this PyTorch can run, else the CPU (a Mac's GPU only when
+    asked for: mps). On CUDA, cuDNN picks its fastest algorithms for the run's fixed shapes (cudnn.benchmark)."""
+    if name == "auto":
+        unsupported = cuda_unsupported() if torch.cuda.is_available() else None
+        usable = torch.cuda.is_available() and unsupported is None
+        if unsupported:
+            print(f"NOTE: {unsupported}; training on the CPU")
+        elif cpu_only_build() and shutil.which("nvidia-smi"):  # a Windows laptop's NVIDIA card, PyPI's CPU build
+            print(f"NOTE: this machine has an NVIDIA driver (nvidia-smi), but this PyTorch ({torch.__version__}) is a "
+                  "CPU-only build: training on the CPU. For the GPU, install a CUDA build (pytorch.org's install "
+                  "selector gives the command)")
+        name = "cuda" if usable else "cpu"
+    elif name == "cuda":
+        if cpu_only_build():
+            raise UserError(f"--device cuda: this PyTorch ({torch.__version__}) is a CPU-only build; install a CUDA "
+                            "build (pytorch.org's install selector gives the command) or use --device cpu")
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU (is the NVIDIA driver "
+                            "installed? `nvidia-smi` lists what it sees); use --device cpu")
+        unsupported = cuda_unsupported()
+        if unsupported:
+            raise UserError(f"--device cuda: {unsupported}; install a PyTorch build for it (pytorch.org "
+                            "lists which CUDA builds support which GPUs) or use --device cpu")
+    elif name == "mps" and not mps_available():
+        raise UserError("--device mps was requested but PyTorch sees no Apple GPU (MPS needs a Mac with Apple "
+                        "silicon or an AMD GPU and macOS 12.3 or later); use --device cpu")
+    if name == "cuda":
+        torch.backends.cudnn.benchmark = True  # the shapes are fixed: cuDNN's fastest algorithm, timed once each
+    return torch.device(name)
+
+
+def mps_available():
+    """Whether PyTorch sees an Apple GPU (older builds have no torch.backends.mps)."""
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def cpu_only_build():
+    """Whether the installed PyTorch was built without CUDA (and without ROCm): what PyPI installs on Windows."""
+    return torch.version.cuda is None and not getattr(torch.version, "hip", None)
+
+
+def cuda_unsupported(index=0):
+    """Why this PyTorch cannot run CUDA GPU `index` (its architecture is not among those it was built for), as
+    a phrase; None when it can. A cubin runs on the GPUs of its major version with the same or a higher minor
+    one; PTX (compute_XY) is compiled for any later GPU by the driver."""
+    arches = torch.cuda.get_arch_list()
+    if not arches:  # a build that does not say: let it try
+        return None
+    major, minor = torch.cuda.get_device_capability(index)
+    for arch in arches:
+        kind, _, code = arch.partition("_")
+        digits = code.rstrip("af")
+        if not digits.isdigit():
+            continue
+        code_major, code_minor = divmod(int(digits), 10)
+        if kind == "sm" and code_major == major and code_minor <= minor:
+            return None
+        if kind == "compute" and (code_major, code_minor) <= (major, minor):
+            return None
+    return (f"the GPU ({torch.cuda.get_device_name(index)}, compute capability {major}.{minor}) is not one this "
+            f"PyTorch {torch.__version__} was built for ({' '.join(arches)})")

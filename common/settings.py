@@ -1,9 +1,9 @@
-"""A run's settings, resolved once, and the folders it owns: the one owner of what a run is.
+"""A run's settings: the flags both scripts share, and their resolution, once, into a `Run`.
 
 A run's settings come from three places, in this order: the model's recipe, then the checkpoint a run
 continues (--resume) or evaluates (--eval-only), then the flags. They are resolved here, once, into a
-`Run`; everything else (the folders' names, the trunk `auto` stands for, the precision, what the
-checkpoint and metrics.json record) is derived from that object, never from the raw flags.
+`Run`; everything else (the folders' names, the precision, what the checkpoint and metrics.json record) is
+derived from that object, never from the raw flags.
 
 A `Run` keeps apart what the network and its training are (`recipe`: the network, the optimiser, the
 schedule, the epochs...; `options`: the seed, --limit, --final) from how this invocation runs (`mode`,
@@ -12,23 +12,148 @@ views), the only settings that may differ from a checkpoint's. With --resume or 
 checkpoint's settings are the run's; a flag that contradicts them is refused in one line, and --epochs
 may only grow, and only with --resume.
 
-The folders a run owns (the lock, which run a folder holds, --overwrite) are common.folders'.
+What a question tells this module is data (`Question`): its recipes, which settings name its folders, which
+are evaluation settings. The folders a run owns (the lock, which run a folder holds, --overwrite) are
+common.folders'.
 """
-import sys
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from common.checkpoint import load_checkpoint
-from common.cli import as_words
-from common.folders import CHECKPOINTS, new_run_id, read_marker
-from common.paths import CHECKPOINTS_DIR, RESULTS_DIR
-from common.precision import choose_precision
-from common.runtime import UserError, pick_device
+from common.checkpoint import readable_checkpoint, saved_checkpoint, whose
+from common.command import UserError
+from common.device import CHOICES, choose_precision, pick_device
+from common.files import CHECKPOINTS_DIR, DATA_DIR, RESULTS_DIR
+from common.folders import new_run_id, read_marker
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, `prog: error: ...`, exit code 2, instead of the usage (13-22
+    lines for these commands) followed by the error; --help still prints the usage and every option."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def probability(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def seed(text):
+    """A random seed: what numpy and PyTorch accept, 0 to 2**32 - 1."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 4294967295, got {text}")
+    return value
+
+
+def at_least_one(text):
+    value = float(text)
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1, got {text}")
+    return value
+
+
+def option(key):
+    """The command-line option of a setting: weight_decay -> --weight-decay."""
+    return "--" + key.replace("_", "-")
+
+
+def as_words(key, value):
+    """A setting as the words of a command line: ["--augment"], ["--no-augment"], ["--lr", "0.1"],
+    ["--tta-scales", "1,1.5"] (the form each of this project's flags parses back)."""
+    name = option(key)
+    if isinstance(value, bool):
+        return [name if value else "--no-" + name[2:]]
+    if isinstance(value, (list, tuple)):
+        return [name, ",".join(f"{v:g}" for v in value)]
+    return [name, str(value)]
+
+
+def reject_switches(parser, args, keys, model, default_model):
+    """Family switches given for a model that is not that family are a usage error, not silently ignored."""
+    if (args.model or default_model) != model:
+        used = [option(key) for key in keys if getattr(args, key) is not None]
+        if used:
+            parser.error(f"{', '.join(used)} only apply to --model {model}")
+
+
+def at_least_two(text):
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (BatchNorm trains on batches of 2 or more), got {text}")
+    return value
+
+
+def add_run_arguments(parser, question, tta_help, predict_batch_size):
+    """Flags every training script has. Settings default to None: the model's recipe fills them, or, with
+    --resume and --eval-only, the checkpoint's own (`resolve` below resolves them). `tta_help`: what --tta does
+    in this question; `predict_batch_size`: its images per forward pass when predicting."""
+    run = parser.add_argument_group("training (defaults: the chosen model's best recipe)")
+    run.add_argument("--epochs", type=positive_int, help="total epochs, also when resuming")
+    run.add_argument("--batch-size", type=at_least_two, help="training batch size (BatchNorm needs 2 or more)")
+    run.add_argument("--lr", type=non_negative_float, help="peak learning rate")
+    run.add_argument("--weight-decay", type=non_negative_float)
+    run.add_argument("--schedule", choices=("onecycle", "constant"),
+                     help="learning rate: warm-up then cosine decay, or constant")
+    run.add_argument("--seed", type=seed, help="random seed (default 0)")
+    run.add_argument("--tta", action=argparse.BooleanOptionalAction, help=tta_help)
+    run.add_argument("--final", action=argparse.BooleanOptionalAction,
+                     help="once the recipe is chosen: train on train+val with it and predict from the last epoch "
+                          "(val is then no held-out figure); its folders are <run name>-final")
+    run.add_argument("--holdout", type=at_least_two, metavar="N",
+                     help="tuning: validate on the last N training images, train on the rest; val is never seen "
+                          "(bench/sweep.py tunes this way, then confirms on val)")
+    run.add_argument("--limit", type=at_least_two,
+                     help="train on the first N training images only (quick checks); val and test stay "
+                          "whole, so the prediction files keep the autograder's shape")
+    hardware = parser.add_argument_group("hardware")
+    hardware.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                          help="auto (default): a CUDA GPU this PyTorch can run, else cpu; mps: a Mac's GPU (ask "
+                               "for it by name; it has not run on an Apple GPU here)")
+    hardware.add_argument("--precision", choices=CHOICES,
+                          help="auto (default): on a CUDA GPU bf16 where it is native (compute capability 8.0 on), "
+                               "else fp16 with a loss scaler; on a CPU bf16 with AMX-BF16, else fp32 (see "
+                               "common/device.py)")
+    hardware.add_argument("--predict-batch-size", type=positive_int, default=predict_batch_size, metavar="N",
+                          help=f"images per forward pass when predicting (default {predict_batch_size}); lower it "
+                               "if prediction runs out of GPU memory")
+    files = parser.add_argument_group("files")
+    files.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                       help="the course's data folder (default: data/ in the repository)")
+    files.add_argument("--out-dir", type=Path, help=f"default: results/{question}/<run name>")
+    files.add_argument("--checkpoint-dir", type=Path, help=f"default: checkpoints/{question}/<run name>")
+    again = files.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue from last.pt in the checkpoint dir, with the settings it was trained with")
+    again.add_argument("--eval-only", action="store_true",
+                       help="load the finished run's checkpoint, evaluate on val and write the predictions")
+    again.add_argument("--overwrite", action="store_true",
+                       help="train afresh in a checkpoint folder that holds a run, deleting its checkpoints")
+    return run
+
 
 # How a run trains besides its recipe, with defaults; kept from the checkpoint on --resume and --eval-only.
 # holdout: validate on the last N training images instead of val (for tuning: see bench/sweep.py).
 OPTIONS = {"seed": 0, "limit": None, "final": False, "holdout": None}
+AUTO = "auto"  # a `Question.choices` flag left to the run: the checkpoint's (a fresh run's script picks one)
 
 
 def flag(key, value):
@@ -51,26 +176,21 @@ def run_name(model, switches, defaults, final=False):
 
 @dataclass(frozen=True)
 class Question:
-    """What one question's train.py tells this module about its runs."""
+    """What one question's train.py tells this module about its runs: data only."""
     name: str                  # results/<name>/<run>, checkpoints/<name>/<run>
     script: str                # for the hint that says how to make a missing checkpoint
     recipes: dict              # model -> its recipe: the network, the optimiser, the training, the views
     default_model: str
-    evaluation: tuple          # recipe entries that are evaluation settings: they may differ from a checkpoint's
+    evaluation: dict           # the evaluation settings (they may differ from a checkpoint's), each with its value
+    #                            without --tta (Q1: no shifted copies, Q2: scale 1 only)
     switches: tuple = ()       # network switches named in the run's folder when they are not the recipe's
     identity: dict = field(default_factory=dict)  # settings beside the recipe that say what the network is
-    # settings added to the recipes after runs were saved, each with the value that a run saved without it
-    # trained with: such a run resumes and is described as it was, whatever the recipe's value is now
-    introduced: dict = field(default_factory=dict)
     options: dict = field(default_factory=lambda: dict(OPTIONS))  # how it trains besides its recipe
-    unset: dict = field(default_factory=dict)  # flag values that mean "not given" (Q2: --backbone auto)
-    prefix: Callable[[dict], str] = lambda settings: settings["model"]  # the folder name's first part
-    candidates: Callable[[dict], list] = lambda settings: [settings]  # where an existing run may be (Q2: per trunk)
-    complete: Callable[[dict], dict] = lambda settings: settings  # a fresh run's derived settings (Q2: auto)
-    prefix_flags: Callable[[dict], list] = lambda settings: []  # flags the hint needs before --model
+    # the settings whose values, joined by "_", begin a run's folder name (Q2: the trunk, then the head); a flag of
+    # these left at its `choices` "auto" means, for --resume and --eval-only, whichever of the choices holds a run
+    named_by: tuple = ("model",)
+    choices: dict = field(default_factory=dict)  # Q2: {"backbone": the trunks}
     outputs: tuple = ()        # the files a run writes into its results folder besides the common ones
-    views: Callable[[dict], dict] = lambda evaluation: evaluation  # the evaluation settings as the views used
-    describe_views: Callable[[dict], str] = lambda evaluation: ""  # those views, in words
 
 
 @dataclass
@@ -88,11 +208,11 @@ class Run:
     checkpoint_dir: Path
     saved: dict | None = None  # the checkpoint continued or evaluated
     overwrite: bool = False
-    run_id: str | None = None  # made when the run starts fresh, kept in its checkpoints (None: an older one's)
+    run_id: str | None = None  # made when the run starts fresh, kept in its checkpoints
     checkpoint_dir_given: bool = False  # the user named the folders (repeated in the hints)
     out_dir_given: bool = False
     predict_batch_size: int = 32  # images per forward pass when predicting (--predict-batch-size)
-    data: dict | None = None   # the record of the data loaded (common.data.data_record), once it is loaded
+    data: dict | None = None   # the record of the data loaded (common.record.data_record), once it is loaded
     trained_on: dict | None = None  # --eval-only on other data: the record of the data the run was validated on
     claimed: bool = False      # the folders are this run's (common.folders.claim): --overwrite has deleted the old
 
@@ -121,7 +241,9 @@ class Run:
 def hint(question, settings, checkpoint_dir=None):
     """How to make the checkpoint a run needs: the command that trains it (in the folder the user named)."""
     recipe = question.recipes[settings["model"]]
-    parts = [*question.prefix_flags(settings), "--model", settings["model"]]
+    parts = [flag(key, settings[key]) for key in question.named_by
+             if key != "model" and settings.get(key) not in (None, AUTO)]
+    parts += ["--model", settings["model"]]
     parts += [flag(key, settings[key]) for key in question.switches
               if key in settings and settings[key] != recipe.get(key)]
     parts += ["--final"] if settings.get("final") else []
@@ -130,50 +252,12 @@ def hint(question, settings, checkpoint_dir=None):
     return f"train first: python {question.script} {' '.join(parts)}"
 
 
-def saved_checkpoint(folder):
-    """The checkpoint --resume and --eval-only start from: last.pt, else best.pt (a run whose last write
-    failed, e.g. on a full disk, still has its best epoch); None when the folder holds neither."""
-    for name in CHECKPOINTS:
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    return None
-
-
-def readable_checkpoint(folder, mode, train_hint):
-    """(path, state) of the checkpoint --resume or --eval-only starts from: last.pt, else best.pt. A last.pt that is
-    missing, or damaged while best.pt is readable, gives way to best.pt with one line saying so; a checkpoint that
-    cannot be read with nothing to fall back on is one line naming the way on."""
-    doing = "continuing" if mode == "resume" else "evaluating"
-    last, best = Path(folder) / "last.pt", Path(folder) / "best.pt"
-    if not last.is_file():
-        print(f"NOTE: {last} is missing; {doing} from best.pt")
-        return best, load_checkpoint(best, train_hint, way_on="the run cannot be read: train afresh over it with "
-                                                               "--overwrite")
-    try:
-        return last, load_checkpoint(last, train_hint)
-    except UserError as damaged:
-        if not best.is_file():
-            raise UserError(f"{damaged}; there is no best.pt to fall back on: train afresh over the run with "
-                            "--overwrite") from None
-        state = load_checkpoint(best, train_hint, way_on="neither checkpoint can be read: train afresh over the "
-                                                         "run with --overwrite")
-        print(f"warning: {damaged}; {doing} from best.pt (epoch {state['epoch']})", file=sys.stderr)
-        return best, state
-
-
-def whose(saved, path, question):
-    """Refuse a checkpoint of the other question in one line (older checkpoints say so by their settings)."""
-    config = saved["config"] if isinstance(saved.get("config"), dict) else {}
-    other = saved.get("question") or ("q2_segmentation" if "backbone" in config else "q1_fashion")
-    if other != question.name:
-        raise UserError(f"{path} is a checkpoint of {other}, not {question.name}: use python {other}/train.py")
-
-
 def default_folders(question, settings):
     """(run name, results folder, checkpoint folder) of a run with these settings."""
     recipe = question.recipes[settings["model"]]
     switches = {key: settings[key] for key in question.switches if key in settings}
-    name = run_name(question.prefix(settings), switches, recipe, bool(settings.get("final")))
+    prefix = "_".join(str(settings[key]) for key in question.named_by)
+    name = run_name(prefix, switches, recipe, bool(settings.get("final")))
     name += f"-holdout{settings['holdout']}" if settings.get("holdout") else ""
     return name, RESULTS_DIR / question.name / name, CHECKPOINTS_DIR / question.name / name
 
@@ -183,7 +267,7 @@ def given_flags(args, question, keys):
     found = {}
     for key in keys:
         value = getattr(args, key, None)
-        if value is not None and value != question.unset.get(key):
+        if value is not None and not (key in question.choices and value == AUTO):
             found[key] = str(value) if isinstance(value, Path) else value
     return found
 
@@ -208,13 +292,13 @@ def requested(args, question):
 def resolve(args, question):
     """The run `args` asks for: its settings resolved once (see the module's docstring), its folders named.
 
-    Loads the checkpoint for --resume and --eval-only; creates, locks and changes nothing (see `owned`).
+    Loads the checkpoint for --resume and --eval-only; creates, locks and changes nothing (see common.folders).
     """
     mode = "eval" if args.eval_only else "resume" if args.resume else "train"
     given, wanted = requested(args, question)
     saved = None
     if mode == "train":
-        settings = question.complete(wanted)
+        settings = wanted
         checkpoint_dir = args.checkpoint_dir
     else:
         checkpoint_dir = args.checkpoint_dir or find_checkpoint_dir(question, wanted)
@@ -230,7 +314,10 @@ def resolve(args, question):
     device = pick_device(args.device)
     precision = choose_precision(args.precision, saved and saved["config"].get("precision"), device)
     name, out_dir, default_checkpoint_dir = default_folders(question, settings)
-    evaluation = question.views({key: settings.pop(key) for key in question.evaluation})
+    evaluation = {key: settings.pop(key) for key in question.evaluation}
+    if not evaluation["tta"]:  # the views a run without --tta uses, whatever the other evaluation settings say
+        evaluation.update({key: list(value) if isinstance(value, list) else value
+                           for key, value in question.evaluation.items() if key != "tta"})
     options = {key: settings.pop(key) for key in question.options}
     checkpoint_dir = Path(checkpoint_dir or default_checkpoint_dir)
     run_id = new_run_id() if saved is None else saved.get("run_id")
@@ -260,9 +347,13 @@ def elsewhere(question, wanted, checkpoint_dir):
 
 def find_checkpoint_dir(question, wanted):
     """The default checkpoint folder of the run --resume or --eval-only means. With several candidates
-    (Q2's --backbone auto: one per trunk), the one folder that holds a run; none: the first, which the
-    missing-checkpoint error then names."""
-    folders = [default_folders(question, settings)[2] for settings in question.candidates(wanted)]
+    (a `Question.choices` flag left at auto, Q2's --backbone: one per trunk), the one folder that holds a run;
+    none: the first, which the missing-checkpoint error then names."""
+    candidates = [wanted]
+    for key, values in question.choices.items():
+        candidates = [dict(settings, **{key: value}) if settings[key] == AUTO else settings
+                      for settings in candidates for value in values]
+    folders = list(dict.fromkeys(default_folders(question, settings)[2] for settings in candidates))
     found = [folder for folder in folders if saved_checkpoint(folder) is not None]
     if len(found) > 1:
         raise UserError(f"runs of this model are in {' and '.join(str(f) for f in found)}; say which with "
@@ -271,11 +362,9 @@ def find_checkpoint_dir(question, wanted):
 
 
 def settle(question, saved, given, mode, checkpoint):
-    """A saved run's settings under the flags given: the recipe fills what the checkpoint lacks (but a setting
-    added since, in `question.introduced`, takes the value the run trained with), the
-    checkpoint's values are the run's, and a flag that contradicts them is refused in one line, except
-    the evaluation settings and, with --resume, a larger --epochs."""
-    saved = {**question.introduced, **saved}
+    """A saved run's settings under the flags given: the checkpoint's values are the run's, and a flag that
+    contradicts them is refused in one line, except the evaluation settings and, with --resume, a larger
+    --epochs."""
     settings = recipe_settings(question, given.get("model", saved.get("model", question.default_model)))
     settings.update({key: saved[key] for key in settings if key in saved})
     flag_name = "--eval-only" if mode == "eval" else "--resume"
