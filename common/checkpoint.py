@@ -122,7 +122,7 @@ def older_version(record):
     """The version that made `record` (a checkpoint, or a metrics.json) when it is of an older major version than
     this one, else None. Versions before 4.0.0 recorded none: 3.2.0 recorded the data a run used, earlier ones
     did not."""
-    if not isinstance(record, dict):
+    if not isinstance(record, dict) or "config" not in record:  # not a record of this project's at all
         return None
     version = record.get("version")
     if version is None:

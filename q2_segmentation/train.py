@@ -219,6 +219,14 @@ QUESTION = Question(
 )
 
 
+def with_trunk(args):
+    """The flags, a fresh run's --backbone auto replaced by the trunk it stands for (printed with its reason);
+    --resume and --eval-only keep auto: the checkpoint's trunk, whichever folder holds it."""
+    if not (args.resume or args.eval_only):
+        args.backbone = choose_backbone(args.backbone or AUTO, args.weights, args.pretrained is not False)
+    return args
+
+
 @dataclass
 class Data:
     train: Split  # on the device
@@ -367,9 +375,7 @@ def write_outputs(run, model, data, result):
 
 def main(argv=None):
     """Train (or with --resume continue, with --eval-only only evaluate) and write the outputs. Returns the Run."""
-    args = parse_args(argv)
-    if not (args.resume or args.eval_only):  # a fresh run: the trunk --backbone auto stands for, with its reason
-        args.backbone = choose_backbone(args.backbone or AUTO, args.weights, args.pretrained is not False)
+    args = with_trunk(parse_args(argv))
     run = resolve(args, QUESTION)  # the recipe, under the checkpoint (--resume, --eval-only), under the flags
     recipe = run.recipe
     # the trunk's ImageNet weights, read and checked now; a resumed or evaluated run's come from its checkpoint

@@ -36,7 +36,7 @@ def isolated_default_folders(request, tmp_path_factory, monkeypatch):
     change what the next one is allowed to do). Tests marked `repository_folders` see the real defaults."""
     if "repository_folders" in request.keywords:
         return
-    from common import run
+    from common import settings as run
     root = tmp_path_factory.mktemp("default-folders")
     monkeypatch.setattr(run, "RESULTS_DIR", root / "results")
     monkeypatch.setattr(run, "CHECKPOINTS_DIR", root / "checkpoints")

@@ -54,16 +54,24 @@ def interrupted_then_resumed(monkeypatch, run, *argv):
 
 def interrupt_at_epoch(monkeypatch, epoch):
     """Make the next run stop with Ctrl-C as epoch `epoch` starts; returns the undo function."""
-    from common import loop as training_loop  # here, not at the top: conftest imports this file (see there)
-    real = training_loop.train_one_epoch
+    # here, not at the top: conftest imports this file (see there)
+    from common import training
+    from q1_fashion import train as q1_train
+    from q2_segmentation import train as q2_train
+    real = training.train_one_epoch
 
-    def interrupted(*args, desc, **kwargs):
-        if desc == f"epoch {epoch}":
+    def interrupted(training, batches, loss_fn, number):
+        if number == epoch:
             raise KeyboardInterrupt
-        return real(*args, desc=desc, **kwargs)
+        return real(training, batches, loss_fn, number)
 
-    monkeypatch.setattr(training_loop, "train_one_epoch", interrupted)
-    return lambda: monkeypatch.setattr(training_loop, "train_one_epoch", real)
+    for script in (q1_train, q2_train):
+        monkeypatch.setattr(script, "train_one_epoch", interrupted)
+
+    def undo():
+        for script in (q1_train, q2_train):
+            monkeypatch.setattr(script, "train_one_epoch", real)
+    return undo
 
 
 def add_cloud_drive_copies(train):
@@ -78,10 +86,47 @@ def add_cloud_drive_copies(train):
 def settings(train_module, *argv):
     """The Run a train.py resolves from these flags (settings and folders; nothing is created or locked)."""
     from common.settings import resolve
-    return resolve(train_module.parse_args(list(argv)), train_module.QUESTION)
+    args = train_module.parse_args(list(argv))
+    if hasattr(train_module, "with_trunk"):  # Q2: a fresh run's --backbone auto is a trunk before the settings
+        args = train_module.with_trunk(args)
+    return resolve(args, train_module.QUESTION)
 
 
 def views_only(predict_batch_size=1000, **evaluation):
     """The parts of a Run that prediction reads: its evaluation settings, fp32 and the prediction batch."""
     from types import SimpleNamespace
     return SimpleNamespace(evaluation=evaluation, precision="fp32", predict_batch_size=predict_batch_size)
+
+
+def train_epochs(training, epoch_loss, validate=None):
+    """The epoch loop of the scripts' main() over a test's own epoch (epoch_loss(epoch) -> mean loss) and
+    validation (validate() -> figures), on a network of the test's; returns the history."""
+    from common.training import save_epoch
+    for epoch in training.epochs():
+        loss = epoch_loss(epoch)
+        save_epoch(training, epoch, loss, validate() if validate is not None and training.validates(epoch) else {})
+    return training.history
+
+
+def one_epoch(model, batches, optimizer, scheduler, loss_fn, epoch=1, ema=None, precision="fp32", scaler=None):
+    """common.training.train_one_epoch over a test's own model, optimizer and schedule (no loss scaling unless
+    `scaler`), as the scripts' Training would hold them."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from common.device import make_scaler
+    from common.training import train_one_epoch
+    training = SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema,
+                               scaler=scaler or make_scaler("fp32", torch.device("cpu")), steps_per_epoch=len(batches),
+                               run=SimpleNamespace(precision=precision))
+    return train_one_epoch(training, batches, loss_fn, epoch)
+
+
+def checkpoint_of(question, config, epoch=1, **extra):
+    """A checkpoint as this version writes it, holding a run's recorded settings (`config`); what settings
+    resolution never reads (the weights, the optimizer) is left empty."""
+    from common import __version__
+    return {"model": {}, "optimizer": {}, "scheduler": {}, "epoch": epoch, "best": 0.0, "history": [],
+            "config": config, "rng": None, "version": __version__, "question": question, "run_id": "r",
+            "stretches": [], **extra}

@@ -47,7 +47,7 @@ def test_the_installed_checkout_is_asked_outside_the_working_folder(tmp_path, mo
     copy = tmp_path / "copy"
     (copy / "common").mkdir(parents=True)
     (copy / "common" / "__init__.py").write_text("")
-    (copy / "common" / "paths.py").write_text(f"REPO_ROOT = {str(copy)!r}\n")
+    (copy / "common" / "files.py").write_text(f"REPO_ROOT = {str(copy)!r}\n")
     monkeypatch.chdir(copy)
     assert colab.installed_from() == REPO.resolve()  # the tests' PYTHONPATH: this checkout
 

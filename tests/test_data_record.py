@@ -218,19 +218,20 @@ def test_an_interrupted_overwrite_says_the_old_run_is_gone(tmp_path, monkeypatch
 
 
 def test_a_resume_before_any_validation_prints_no_minus_infinity(tmp_path, capsys):
-    from common.loop import fit
-
-    from common.training import Training
+    from common.checkpoint import capture_rng
+    from common.training import Training, start_or_resume, train_one_epoch
+    from tests.helpers import train_epochs
     from tests.test_defaults import fake_run, tiny_net
     run = fake_run(tmp_path, epochs=2, ema_decay=0.0)
     model = tiny_net(0)
-    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=1)
+    fresh = Training(run, model, torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=1)
     batch = [(torch.randn(2, 4), torch.tensor([0, 1]))]
-    state = {"model": model.state_dict(), "optimizer": training.optimizer.state_dict(), "ema": None, "scaler": None,
-             "scheduler": training.scheduler.state_dict(), "epoch": 1, "best": -float("inf"), "history": [],
-             "config": {}, "stretches": [], "rng": __import__("common.checkpoint").checkpoint.capture_rng()}
+    state = {"model": model.state_dict(), "optimizer": fresh.optimizer.state_dict(), "ema": None, "scaler": None,
+             "scheduler": fresh.scheduler.state_dict(), "epoch": 1, "best": -float("inf"), "history": [],
+             "config": {}, "stretches": [], "rng": capture_rng()}
     run.mode, run.saved = "resume", state
-    fit(training, lambda epoch: training.epoch(batch, torch.nn.CrossEntropyLoss(), epoch), None, "val_score")
+    training = start_or_resume(run, model, torch.optim.SGD(model.parameters(), lr=0.1), 1, score="val_score")
+    train_epochs(training, lambda epoch: train_one_epoch(training, batch, torch.nn.CrossEntropyLoss(), epoch))
     out = capsys.readouterr().out
     assert "resumed after epoch 1 (no epoch validated yet)" in out and "inf" not in out
 
@@ -260,7 +261,7 @@ def test_every_recipe_value_reaches_what_it_configures():
     group = optimizer.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == \
         (recipe["lr"], recipe["momentum"], recipe["nesterov"], recipe["weight_decay"])
-    training = Training(model, optimizer, q1, steps_per_epoch=10)
+    training = Training(q1, model, optimizer, steps_per_epoch=10)
     multipliers = [training.scheduler.lr_lambdas[0](step) for step in range(10 * recipe["epochs"] + 1)]
     assert max(multipliers) == 1.0 and multipliers[-1] == pytest.approx(0.0, abs=1e-12)  # peak lr, then to 0
     assert training.ema.decay == recipe["ema_decay"]
@@ -270,11 +271,11 @@ def test_every_recipe_value_reaches_what_it_configures():
 
     q2_run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32")
     recipe = q2_train.RECIPES["improved"]
-    model = q2_train.build(q2_run)
+    model = q2_train.build(q2_run, None)
     groups = q2_train.make_optimizer(model, q2_run.recipe, q2_run.device).param_groups
     assert [group["lr"] for group in groups] == [recipe["lr"] * recipe["trunk_lr_scale"], recipe["lr"]]
     assert {group["weight_decay"] for group in groups} == {recipe["weight_decay"]}
-    assert Training(model, q2_train.make_optimizer(model, q2_run.recipe, q2_run.device), q2_run,
+    assert Training(q2_run, model, q2_train.make_optimizer(model, q2_run.recipe, q2_run.device),
                     steps_per_epoch=2).ema.decay == recipe["ema_decay"]
     loss = make_loss(q2_run.recipe["loss"], q2_run.recipe["loss_weight"])
     logits, target = torch.randn(1, 6, 4, 4), torch.randint(0, 6, (1, 4, 4))

@@ -7,18 +7,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from common.loop import fit
 
 from common.average import WeightAverage
-from common.checkpoint import save_checkpoint
-from common.training import Training
+from common.checkpoint import save_checkpoint, weights_to_predict_with
+from common.training import start_or_resume, train_one_epoch
 from q1_fashion import data as q1_data
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import augment as q2_augment
 from q2_segmentation.data import load_split
 from q2_segmentation.losses import make_loss
 from q2_segmentation.models import build_model, build_trunk
-from tests.helpers import settings
+from q2_segmentation.weights import imagenet_weights
+from tests.helpers import settings, train_epochs
 from tests.test_losses import reference_lovasz
 
 
@@ -39,7 +39,8 @@ def save(path, model, ema, epoch):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, best=0.5,
-                    history=[{"epoch": e, "seconds": 1.0} for e in range(1, epoch + 1)], config={}, ema=ema)
+                    history=[{"epoch": e, "seconds": 1.0} for e in range(1, epoch + 1)], config={}, ema=ema,
+                    run_id="test", question="test", stretches=[{"first_epoch": 1, "last_epoch": epoch}])
 
 
 def test_predictions_come_from_the_best_checkpoints_weight_average(tmp_path):
@@ -51,24 +52,25 @@ def test_predictions_come_from_the_best_checkpoints_weight_average(tmp_path):
     save(tmp_path / "best.pt", raw, ema, epoch=2)
     save(tmp_path / "last.pt", last, WeightAverage(last, 0.9), epoch=3)
     model = tiny_net(3)
-    result = load_result(fake_run(tmp_path), model)
+    result = weights_to_predict_with(fake_run(tmp_path), model)
     state, history = result.state, result.history
     assert state["epoch"] == 2 and [r["epoch"] for r in history] == [1, 2, 3]  # best's weights, last's history
     for key, value in model.state_dict().items():
         assert torch.equal(value, averaged.state_dict()[key]), key  # the average, not the raw weights
     final = fake_run(tmp_path)
     final.final = True
-    state = load_result(final, model).state
+    state = weights_to_predict_with(final, model).state
     assert state["epoch"] == 3 and torch.equal(model[0].weight, last[0].weight)
 
 
 def test_the_best_checkpoint_is_the_best_score_not_the_last_epoch(tmp_path):
     """README: best.pt holds the epoch with the best validation score (Q2: val mIoU)."""
     model = tiny_net(0)
-    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.01), fake_run(tmp_path), steps_per_epoch=1)
+    training = start_or_resume(fake_run(tmp_path), model, torch.optim.SGD(model.parameters(), lr=0.01), 1,
+                               score="val_mIoU")
     scores = iter([{"val_mAP": 0.2, "val_mIoU": 0.5}, {"val_mAP": 0.9, "val_mIoU": 0.1},
                    {"val_mAP": 0.1, "val_mIoU": 0.3}])
-    fit(training, run_epoch=lambda epoch: 1.0, validate=lambda: next(scores), score_key="val_mIoU")
+    train_epochs(training, lambda epoch: 1.0, lambda: next(scores))
     best = torch.load(tmp_path / "best.pt", weights_only=False)
     assert best["epoch"] == 1 and best["best"] == 0.5  # mIoU's best; mAP would have picked epoch 2
 
@@ -76,20 +78,25 @@ def test_the_best_checkpoint_is_the_best_score_not_the_last_epoch(tmp_path):
 def test_q2_picks_its_best_epoch_by_val_miou(monkeypatch, tmp_path):
     """README: best.pt (best val mIoU) in checkpoints/q2_segmentation/."""
     seen = {}
-    monkeypatch.setattr(q2_train, "fit", lambda training, run_epoch, validate, score_key, eval_every=1:
-                        seen.update(score_key=score_key, eval_every=eval_every))
-    run = settings(q2_train, "--backbone", "efficientnet_lite0", "--model", "baseline", "--no-pretrained")
-    model = q2_train.build(run)
-    data = SimpleNamespace(train=SimpleNamespace(names=["0", "1"]))
-    q2_train.train(run, model, data)
-    assert seen == {"score_key": "val_mIoU", "eval_every": 1}
+
+    def started(run, model, optimizer, steps, score=None, val_every=1):
+        seen.update(score=score, val_every=val_every)
+        raise StopIteration  # the loop's settings are all this test needs
+
+    monkeypatch.setattr(q2_train, "start_or_resume", started)
+    monkeypatch.setattr(q2_train, "load_data", lambda run, data_dir: SimpleNamespace(
+        record={}, train=SimpleNamespace(names=["0", "1"])))
+    with pytest.raises(StopIteration):
+        q2_train.main(["--backbone", "efficientnet_lite0", "--model", "baseline", "--no-pretrained", "--out-dir",
+                       str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")])
+    assert seen == {"score": "val_mIoU", "val_every": 1}
 
 
 def test_the_trunk_learns_at_its_scale_of_the_heads_rate():
     """README: --trunk-lr-scale is the trunk's learning rate relative to --lr."""
     run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--lr", "0.002",
                    "--trunk-lr-scale", "0.25")
-    model = q2_train.build(run)
+    model = q2_train.build(run, None)
     optimizer = q2_train.make_optimizer(model, run.recipe, run.device)
     trunk_ids = {id(p) for p in model.trunk.parameters()}
     for group in optimizer.param_groups:
@@ -117,7 +124,8 @@ def test_each_efficientnet_lite_trunk_sees_the_statistics_its_weights_were_train
     """README: each trunk gets its own input normalisation. Property: with it, real images reach the first
     BatchNorm with about the mean and variance that layer recorded on ImageNet (ImageNet's mean/std instead
     would more than double the spread)."""
-    trunk = build_trunk(f"efficientnet_lite{size}", pretrained=True).eval()
+    backbone = f"efficientnet_lite{size}"
+    trunk = build_trunk(backbone, imagenet_weights(backbone)).eval()
     images = load_split(course_data, "val", limit=24).images.float()
     mean = torch.tensor(trunk.mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(trunk.std).view(1, 3, 1, 1) * 255
@@ -169,7 +177,8 @@ def test_resume_is_exact_on_a_tiny_model(tmp_path):
         model = tiny_net(0)
         run = fake_run(folder, epochs=3)
         run.mode, run.saved = mode, saved
-        training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), run, 3)
+        training = start_or_resume(run, model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), 3,
+                                   score="score")
         loss_fn = torch.nn.CrossEntropyLoss()
 
         def run_epoch(epoch):
@@ -177,11 +186,10 @@ def test_resume_is_exact_on_a_tiny_model(tmp_path):
                 raise KeyboardInterrupt
             order = torch.randperm(12)  # the random stream must resume where it was
             batches = [(inputs[order[i:i + 4]], targets[order[i:i + 4]]) for i in range(0, 12, 4)]
-            return training.epoch(batches, loss_fn, epoch)
+            return train_one_epoch(training, batches, loss_fn, epoch)
 
         try:
-            fit(training, run_epoch, validate=lambda: {"score": -loss_fn(model(inputs), targets).item()},
-                score_key="score")
+            train_epochs(training, run_epoch, lambda: {"score": -loss_fn(model(inputs), targets).item()})
         except KeyboardInterrupt:
             pass
         return model, training.ema.module
@@ -198,7 +206,7 @@ def test_resume_is_exact_on_a_tiny_model(tmp_path):
 def test_every_q2_head_predicts_probabilities_in_eval_mode_for_a_tail_of_one():
     """A last prediction chunk of one image runs in eval mode: BatchNorm needs no batch statistics there."""
     torch.manual_seed(0)
-    model = build_model(dict(backbone="efficientnet_lite0", model="improved", pretrained=False))
+    model = build_model(dict(backbone="efficientnet_lite0", model="improved", stride4_refine=False))
     images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
     run = SimpleNamespace(evaluation={"tta": True, "tta_scales": [1.0]}, precision="fp32", predict_batch_size=2)
     scores, _, _ = q2_train.evaluate(model, SimpleNamespace(images=images, labels=None), run)

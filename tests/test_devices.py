@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from common import checkpoint as checkpoints
-from common import loop as training_loop
+from common import training as training_loop
 from common.command import UserError, run_cli
 from common.device import autocast_runs, make_scaler, pick_device, resolve_precision
 from common.predict import View, predict
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 from tests.conftest import devices
-from tests.helpers import interrupt_at_epoch, read_metrics
+from tests.helpers import interrupt_at_epoch, one_epoch, read_metrics, train_epochs
 
 CUDA = torch.device("cuda")
 
@@ -241,10 +241,8 @@ def test_out_of_memory_names_the_batch_that_ran_out(error):
     model = Exhausted(error, when_training=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(UserError) as training:
-        training_loop.train_one_epoch(model, [(torch.ones(2, 4), torch.zeros(2, dtype=torch.long))], optimizer,
-                                      torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
-                                      torch.nn.CrossEntropyLoss(), num_batches=1, desc="epoch 1", ema=None,
-                                      precision="fp32", scaler=make_scaler("fp32", torch.device("cpu")))
+        one_epoch(model, [(torch.ones(2, 4), torch.zeros(2, dtype=torch.long))], optimizer,
+                  torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), torch.nn.CrossEntropyLoss())
     assert str(training.value) == (f"the GPU ran out of memory ({first_line}); try a smaller --batch-size. The saved "
                                    "checkpoints are intact")
     with pytest.raises(UserError) as predicting:
@@ -300,9 +298,8 @@ def test_a_scaler_that_skips_overflowing_steps_settles_and_then_trains(optimizer
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning fails the test, the scheduler's included
-        loss = training_loop.train_one_epoch(model, Recorder(batches), optimizer, scheduler,
-                                             torch.nn.CrossEntropyLoss(), num_batches=len(batches), desc="epoch 1",
-                                             ema=None, precision="fp16", scaler=scaler)
+        loss = one_epoch(model, Recorder(batches), optimizer, scheduler, torch.nn.CrossEntropyLoss(),
+                         precision="fp16", scaler=scaler)
     weights.append(model[2].weight.detach().clone())
     scales.append(scaler.get_scale())
     moved = [not torch.equal(before, after) for before, after in zip(weights, weights[1:], strict=False)]
@@ -318,7 +315,7 @@ def test_a_scaler_that_skips_overflowing_steps_settles_and_then_trains(optimizer
 def test_q2_steps_with_fused_kernels_on_a_cuda_gpu_and_the_default_ones_elsewhere():
     from tests.helpers import settings
     run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32")
-    model = q2_train.build(run)
+    model = q2_train.build(run, None)
     on_the_gpu = q2_train.make_optimizer(model, run.recipe, CUDA)  # the kernels' choice; the weights stay here
     assert all(group["fused"] for group in on_the_gpu.param_groups)
     assert not any(group["fused"] for group in q2_train.make_optimizer(model, run.recipe, run.device).param_groups)
@@ -335,15 +332,16 @@ def test_a_checkpoint_of_fused_kernels_resumes_with_this_devices_kernels(tmp_pat
     on_the_gpu = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
     torch.nn.functional.cross_entropy(model(torch.randn(2, 4)), torch.tensor([0, 1])).backward()
     on_the_gpu.step()
-    training = training_loop.Training(model, torch.optim.AdamW(model.parameters(), lr=0.1),
-                                      fake_run(tmp_path, ema_decay=0.0), steps_per_epoch=1)
+    training = training_loop.Training(fake_run(tmp_path, ema_decay=0.0), model,
+                                      torch.optim.AdamW(model.parameters(), lr=0.1), steps_per_epoch=1)
     training.restore({"model": model.state_dict(), "optimizer": on_the_gpu.state_dict(), "ema": None, "scaler": None,
                       "scheduler": training.scheduler.state_dict(), "rng": capture_rng()})
     group = training.optimizer.param_groups[0]
     assert not group["fused"] and group["lr"] == pytest.approx(0.1 * 0.1)  # the schedule's first step: 0.1 x peak
     first = group["params"][0]
     assert torch.equal(training.optimizer.state[first]["exp_avg"], on_the_gpu.state[first]["exp_avg"])
-    training.epoch([(torch.randn(2, 4), torch.tensor([0, 1]))], torch.nn.CrossEntropyLoss(), 1)  # it steps
+    batch = [(torch.randn(2, 4), torch.tensor([0, 1]))]
+    training_loop.train_one_epoch(training, batch, torch.nn.CrossEntropyLoss(), 1)  # it steps
 
 
 # --- training, resuming and evaluating on every device -----------------------------------------------------------
@@ -435,21 +433,22 @@ def test_last_pt_is_written_at_most_once_an_interval_and_after_the_last_epoch(tm
     model = tiny_net(0)
     run = fake_run(tmp_path, epochs=4, ema_decay=0.0, batch_size=2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    training = training_loop.Training(model, optimizer, run, steps_per_epoch=1)
-    training.last_every = training_loop.GPU_LAST_EVERY
-    written = []
-    monkeypatch.setattr(training, "checkpoint", lambda path, epoch, *rest: written.append((path.name, epoch)))
     batch = [(torch.randn(2, 4), torch.tensor([0, 1]))]
-    scores = iter([0.1, 0.3, 0.2, 0.4])
-    training_loop.fit(training, lambda epoch: training.epoch(batch, torch.nn.CrossEntropyLoss(), epoch),
-                      lambda: {"score": next(scores)}, "score")
+    written = []
+
+    def train_four_epochs(last_every):
+        training = training_loop.start_or_resume(run, model, optimizer, 1, score="score")
+        training.last_every = last_every
+        monkeypatch.setattr(training, "checkpoint", lambda path, epoch: written.append((path.name, epoch)))
+        scores = iter([0.1, 0.3, 0.2, 0.4])
+        train_epochs(training, lambda epoch: training_loop.train_one_epoch(training, batch, torch.nn.CrossEntropyLoss(),
+                                                                           epoch),
+                     lambda: {"score": next(scores)})
+
+    train_four_epochs(training_loop.GPU_LAST_EVERY)
     assert written == [("best.pt", 1), ("best.pt", 2), ("best.pt", 4), ("last.pt", 4)]
     written.clear()
-    training.last_every = 0.0  # the CPU's rule: after every epoch
-    run.mode, run.saved = "train", None
-    scores = iter([0.1, 0.3, 0.2, 0.4])
-    training_loop.fit(training, lambda epoch: training.epoch(batch, torch.nn.CrossEntropyLoss(), epoch),
-                      lambda: {"score": next(scores)}, "score")
+    train_four_epochs(0.0)  # the CPU's rule: after every epoch
     assert [name for name, _ in written].count("last.pt") == 4
 
 
@@ -464,9 +463,7 @@ def test_a_nan_loss_on_a_gpu_stops_the_run_within_its_reading_interval(monkeypat
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     batches = [(torch.ones(2, 4) * (float("nan") if index == 4 else 1.0), torch.tensor([0, 1])) for index in range(12)]
     with pytest.raises(training_loop.TrainingStopped, match="^training loss became nan at epoch 3, batch 5; lower"):
-        training_loop.train_one_epoch(model, batches, optimizer, scheduler, torch.nn.CrossEntropyLoss(),
-                                      num_batches=12, desc="epoch 3", ema=None, precision="fp32",
-                                      scaler=make_scaler("fp32", torch.device("cpu")))
+        one_epoch(model, batches, optimizer, scheduler, torch.nn.CrossEntropyLoss(), epoch=3)
     assert scheduler.last_epoch == 7  # batches 5-8 read after the 8th forward pass: 7 steps taken, the 8th not
 
 
@@ -477,10 +474,8 @@ def test_the_mean_loss_is_the_same_whatever_the_reading_interval(monkeypatch):
         model = torch.nn.Linear(4, 3)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         batches = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(10)]
-        return training_loop.train_one_epoch(model, batches, optimizer,
-                                             torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
-                                             torch.nn.CrossEntropyLoss(), num_batches=10, desc="epoch 1", ema=None,
-                                             precision="fp32", scaler=make_scaler("fp32", torch.device("cpu")))
+        return one_epoch(model, batches, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                         torch.nn.CrossEntropyLoss())
 
     every_step = mean_loss()
     monkeypatch.setattr(training_loop, "loss_reads_every", lambda device: 4)

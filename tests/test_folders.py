@@ -7,15 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from common.loop import fit, validated_epochs
 
 from common.command import UserError, check_checkout
 from common.device import pick_device
 from common.folders import claim, locked, open_folders
-from common.training import Training
+from common.training import start_or_resume
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
-from tests.helpers import REPO, settings
+from tests.helpers import REPO, checkpoint_of, settings, train_epochs
 
 TRY_LOCK = """
 import sys
@@ -54,15 +53,14 @@ def test_a_lock_file_that_cannot_be_opened_is_one_line(tmp_path):
 
 def test_a_17_epoch_run_validating_every_7_validates_7_14_and_17(tmp_path):
     """Q2's default: validation every 7 epochs and at the last, so best.pt can come from epoch 17."""
-    assert validated_epochs(17, 7) == [7, 14, 17]
     model = torch.nn.Linear(2, 2)
     run = SimpleNamespace(recipe={"schedule": "constant", "epochs": 17}, precision="fp32", device=torch.device("cpu"),
                           checkpoint_dir=tmp_path, out_dir=tmp_path, mode="train", record={}, run_id="t",
-                          question=SimpleNamespace(name="t"), data=None)
-    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=1)
+                          question=SimpleNamespace(name="t"), data=None, final=False)
+    training = start_or_resume(run, model, torch.optim.SGD(model.parameters(), lr=0.1), 1, score="score",
+                               val_every=7)
     seen = []
-    history = fit(training, lambda epoch: 1.0, lambda: seen.append(len(seen)) or {"score": len(seen)}, "score",
-                  eval_every=7)
+    history = train_epochs(training, lambda epoch: 1.0, lambda: seen.append(len(seen)) or {"score": len(seen)})
     assert [record["epoch"] for record in history if "score" in record] == [7, 14, 17]
     assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 17
 
@@ -70,9 +68,7 @@ def test_a_17_epoch_run_validating_every_7_validates_7_14_and_17(tmp_path):
 def write_checkpoint(folder, run, epoch=1, names=("last.pt", "best.pt")):
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": epoch, "best": 0.0, "history": [],
-                    "config": run.record, "rng": None, "run_id": run.run_id, "question": run.question.name},
-                   folder / name)
+        torch.save(checkpoint_of(run.question.name, run.record, epoch, run_id=run.run_id), folder / name)
 
 
 def finished_run(tmp_path, ckpt="C", out="O"):
@@ -163,10 +159,8 @@ def test_a_checkpoint_of_the_other_question_is_one_line(tmp_path):
                                         r"q1_fashion/train.py"):
         settings(q2_train, "--eval-only", "--checkpoint-dir", str(tmp_path / "Q1"))
     q2 = settings(q2_train, "--backbone", "efficientnet_lite0", "--checkpoint-dir", str(tmp_path / "Q2"))
-    saved = {**q2.record}
     (tmp_path / "Q2").mkdir()
-    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 1, "best": 0.0, "history": [],
-                "config": saved, "rng": None}, tmp_path / "Q2" / "last.pt")  # an older checkpoint: no "question"
+    torch.save(checkpoint_of("q2_segmentation", q2.record), tmp_path / "Q2" / "last.pt")
     with pytest.raises(UserError, match="is a checkpoint of q2_segmentation, not q1_fashion"):
         settings(q1_train, "--resume", "--checkpoint-dir", str(tmp_path / "Q2"))
 
@@ -192,7 +186,7 @@ def test_device_mps_without_an_apple_gpu_is_one_line(monkeypatch):
 def test_a_script_of_one_checkout_importing_another_is_refused(tmp_path):
     other = tmp_path / "other-checkout"
     (other / "common").mkdir(parents=True)
-    (other / "common" / "paths.py").write_text("")
+    (other / "common" / "files.py").write_text("")
     (other / "pyproject.toml").write_text("")
     with pytest.raises(UserError) as error:
         check_checkout(str(other / "q1_fashion" / "train.py"))
@@ -207,7 +201,7 @@ def test_the_checkout_check_runs_before_a_script_does_anything(tmp_path):
     other = tmp_path / "copy"
     for part in ("common", "q1_fashion"):
         (other / part).mkdir(parents=True)
-    (other / "common" / "paths.py").write_text("")
+    (other / "common" / "files.py").write_text("")
     (other / "pyproject.toml").write_text("")
     (other / "q1_fashion" / "train.py").write_text((REPO / "q1_fashion" / "train.py").read_text())
     done = subprocess.run([sys.executable, str(other / "q1_fashion" / "train.py"), "--help"], capture_output=True,
@@ -331,8 +325,7 @@ def test_two_trunks_holding_runs_of_the_model_asked_for_are_named_both(tmp_path,
 
 def test_a_checkpoint_that_says_its_question_is_taken_at_its_word(tmp_path):
     q1 = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(tmp_path))
-    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 1, "best": 0.0, "history": [],
-                "config": q1.record, "rng": None, "question": "q2_segmentation"}, tmp_path / "last.pt")
+    torch.save(checkpoint_of("q2_segmentation", q1.record), tmp_path / "last.pt")
     with pytest.raises(UserError, match="is a checkpoint of q2_segmentation, not q1_fashion"):
         settings(q1_train, "--eval-only", "--checkpoint-dir", str(tmp_path))
 

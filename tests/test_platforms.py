@@ -65,7 +65,7 @@ def test_the_lock_refuses_a_second_process_without_fcntl(windows, tmp_path):
                                    "PYTHONPATH": f"{site}{__import__('os').pathsep}{REPO}"})
     try:
         assert holder.stdout.readline().strip() == "held"
-        tried = windows("-c", "import sys\nfrom common.folders import locked\nfrom common.runtime import UserError\n"
+        tried = windows("-c", "import sys\nfrom common.folders import locked\nfrom common.command import UserError\n"
                               "try:\n    with locked(sys.argv[1]):\n        print('got it')\n"
                               "except UserError as e:\n    print(e)\n", tmp_path)
         assert tried.stdout.strip() == (f"{tmp_path} is in use by another run (process {holder.pid}); wait for it "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from common import loop as training_loop
+from common import training as training_loop
 from common.command import UserError
 from common.metrics import format_classification
 from common.record import count_parameters
@@ -245,11 +245,11 @@ def test_a_resumed_run_takes_its_new_schedule_from_the_first_step(tmp_path, cour
     seen = []
     real = training_loop.train_one_epoch
 
-    def record(model, batches, optimizer, *args, **kwargs):
-        seen.append(optimizer.param_groups[0]["lr"])
-        return real(model, batches, optimizer, *args, **kwargs)
+    def record(training, batches, loss_fn, epoch):
+        seen.append(training.optimizer.param_groups[0]["lr"])
+        return real(training, batches, loss_fn, epoch)
 
-    monkeypatch.setattr(training_loop, "train_one_epoch", record)
+    monkeypatch.setattr(q1_train, "train_one_epoch", record)
     run_q1(tmp_path, "s", *common, "--epochs", "3", "--resume", course_data=course_data)
     steps = 4  # 512 images in batches of 128
     expected = 0.1 * training_loop.lr_schedule("onecycle", 3 * steps)(steps)

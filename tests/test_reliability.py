@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from common import loop as training_loop
+from common import training as training_loop
 from common.command import UserError, run_cli
 from q1_fashion import train as q1_train
 from tests.helpers import REPO
@@ -71,13 +71,13 @@ def test_unwritable_out_dir(tmp_path, course_data, capsys):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, course_data, monkeypatch):
     real = training_loop.train_one_epoch
 
-    def poisoned(model, batches, optimizer, scheduler, loss_fn, **kwargs):
-        if kwargs["desc"] == "epoch 2":
+    def poisoned(training, batches, loss_fn, epoch):
+        if epoch == 2:
             def loss_fn(outputs, targets):
                 return torch.nn.functional.cross_entropy(outputs, targets) * float("nan")
-        return real(model, batches, optimizer, scheduler, loss_fn, **kwargs)
+        return real(training, batches, loss_fn, epoch)
 
-    monkeypatch.setattr(training_loop, "train_one_epoch", poisoned)
+    monkeypatch.setattr(q1_train, "train_one_epoch", poisoned)
     with pytest.raises(UserError, match="training loss became nan at epoch 2, batch 1; lower --lr. .*last.pt holds "
                                         "the last finished epoch"):
         q1_train.main(q1_args(tmp_path, course_data, "--model", "basenet", "--epochs", "3", "--limit", "500"))

@@ -166,7 +166,7 @@ def test_each_damaged_metrics_file_is_left_out_with_one_warning_and_the_report_s
 
 
 def test_the_report_shows_paths_relative_to_the_repository(tmp_path, monkeypatch):
-    from common import paths
+    from common import files as paths
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     results = tmp_path / "results"
     write_q1_run(results / "q1_fashion" / "improved", "improved", 93.875, [90.25 + i / 2 for i in range(10)])
@@ -243,7 +243,7 @@ def test_the_whole_report_text_is_the_expected_one(tmp_path, monkeypatch):
     """The report is what students hand in: its whole text for the results tree of write_results() is compared
     with tests/data/report.md, in which every number is one of those inputs'. A change of wording shows here as a
     diff; CS543_UPDATE_REPORT=1 rewrites the file after a deliberate change."""
-    from common import paths
+    from common import files as paths
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     matches_expected(report.build_report(write_results(tmp_path / "results")), "report.md", "CS543_UPDATE_REPORT")
 
@@ -253,7 +253,7 @@ def test_the_report_texts_of_other_trees_are_the_expected_ones(tmp_path, monkeyp
     missing run named with its command), and one of runs recorded by an older version (no views or
     train_precision fields: described from their settings), a run trained in bf16 and evaluated in fp32,
     --holdout, --limit and unfinished runs, and no Q2 baseline. CS543_UPDATE_REPORT=1 rewrites the file."""
-    from common import paths
+    from common import files as paths
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     texts = [report.build_report(tmp_path / "empty" / "results")]
     results = tmp_path / "other" / "results"

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from common import folders
-from common import run as run_module
+from common import settings as run_module
 from common.command import UserError, run_cli
 from common.folders import claim, interruption, open_folders
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
-from tests.helpers import REPO, settings
+from tests.helpers import REPO, checkpoint_of, settings
 
 
 @contextlib.contextmanager
@@ -33,8 +33,8 @@ def owned(run):
 def write_checkpoint(folder, record, epoch=1):
     """A checkpoint holding a run's recorded settings (the rest is never read by settings resolution)."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": epoch, "best": 0.0, "history": [],
-                "config": record, "rng": None}, folder / "last.pt")
+    question = "q2_segmentation" if "backbone" in record else "q1_fashion"
+    torch.save(checkpoint_of(question, record, epoch), folder / "last.pt")
 
 
 def test_a_resumed_final_run_stays_final_and_writes_into_its_own_folder(tmp_path):
@@ -145,22 +145,25 @@ def test_settings_precedence_recipe_then_checkpoint_then_flags(tmp_path):
         settings(q1_train, "--eval-only", "--model", "basenet", "--checkpoint-dir", str(ckpt))
 
 
-@pytest.mark.parametrize("module, key, before, now",
-                         [(q2_train, "low_res", None, 160), (q1_train, "residual", False, True)])
-def test_a_run_saved_before_a_setting_existed_resumes_as_it_trained(tmp_path, monkeypatch, module, key, before, now):
-    """A recipe that later gains a setting (here: set to a new default) must not change a run saved without it:
-    the run trained with the setting's earlier behaviour, and resumes and is recorded with it."""
+@pytest.mark.parametrize("made_by, extra", [("3.2.0", {"data": {}}), ("3.1.0 or earlier", {})])
+def test_a_checkpoint_of_an_older_major_version_is_refused_in_one_line(tmp_path, capsys, made_by, extra):
+    """Version 4 reads checkpoints of version 4 only: an older one (which recorded no version; 3.2.0 recorded its
+    data) is refused, naming the version that made it, for --resume and --eval-only alike, and no folder is made."""
     ckpt = tmp_path / "C"
-    extra = ["--backbone", "efficientnet_lite0"] if module is q2_train else []
-    trained = settings(module, *extra, "--checkpoint-dir", str(ckpt))
-    old_record = {k: v for k, v in trained.record.items() if k != key}  # as an older version saved it
-    write_checkpoint(ckpt, old_record)
-    model = module.QUESTION.default_model
-    monkeypatch.setitem(module.QUESTION.recipes, model, dict(module.QUESTION.recipes[model], **{key: now}))
-    assert settings(module, *extra, "--checkpoint-dir", str(tmp_path / "fresh")).recipe[key] == now
+    ckpt.mkdir()
+    trained = settings(q1_train, "--model", "basenet", "--checkpoint-dir", str(ckpt))
+    older = {key: value for key, value in checkpoint_of("q1_fashion", trained.record).items() if key != "version"}
+    for name in ("last.pt", "best.pt"):
+        torch.save({**older, **extra}, ckpt / name)
     for mode in ("--resume", "--eval-only"):
-        resumed = settings(module, mode, "--checkpoint-dir", str(ckpt))
-        assert resumed.recipe[key] == before and resumed.record[key] == before
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(q1_train.main, [mode, "--checkpoint-dir", str(ckpt), "--out-dir", str(tmp_path / "O")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and err == [
+            f"error: {ckpt / 'last.pt'} was made by version {made_by} of this project, and version 4.0.0 reads "
+            f"checkpoints of version 4.x only; train afresh over it with --overwrite, or evaluate it with version "
+            f"{made_by}"]
+    assert not (tmp_path / "O").exists()
 
 
 HOLD = ("import sys, time\nfrom common.folders import locked\nwith locked(sys.argv[1]):\n"

@@ -86,7 +86,7 @@ def install_plan(repo, torch_version=None):
 def installed_from(python=sys.executable):
     """The checkout a fresh Python imports this project from (None: not installed), asked from outside any
     checkout, so the working folder cannot stand in for an install."""
-    done = subprocess.run([python, "-c", "import common.paths; print(common.paths.REPO_ROOT)"], capture_output=True,
+    done = subprocess.run([python, "-c", "import common.files; print(common.files.REPO_ROOT)"], capture_output=True,
                           text=True, cwd=Path(sys.prefix).anchor or "/")
     return Path(done.stdout.strip()).resolve() if done.returncode == 0 else None
 
