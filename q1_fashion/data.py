@@ -161,11 +161,6 @@ def views(tta, shift):
             for flip, dy, dx in test_views(tta, shift)]
 
 
-def views_used(evaluation):
-    """The evaluation settings as the views they give: without --tta, no shifted copies either."""
-    return {"tta": evaluation["tta"], "tta_shift": evaluation["tta_shift"] if evaluation["tta"] else 0}
-
-
 def describe_views(evaluation):
     """The test-time views of these settings, in words: what a run prints and records, and the report shows."""
     tta, shift = evaluation["tta"], evaluation.get("tta_shift", 0) if evaluation["tta"] else 0

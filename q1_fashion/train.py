@@ -115,6 +115,10 @@ class Data:
     record: dict                # what metrics.json records of this data (common.record.data_record)
     seen_val: int = 0           # val images also trained on (--final)
 
+    @property
+    def train_size(self):
+        return len(self.train_labels)
+
 
 def load_data(run, data_dir):
     """The course split as uint8 tensors on the run's device: the whole training set is indexed, augmented
@@ -143,16 +147,27 @@ def load_data(run, data_dir):
                 labels[val_index], secret_images.to(device), record, seen_val)
 
 
-def make_optimizer(model, recipe):
-    """SGD as the recipe says (Nesterov only where there is momentum, as torch requires).
+def make_optimizer(model, run):
+    """SGD as the run's recipe says (Nesterov only where there is momentum, as torch requires).
 
     PyTorch's default kernels on every device. The fused ones, which would spare the fp16 loss scaler its host read
     each step on a GPU, leave the momentum uninitialised when the scaler skips the very first step (PyTorch 2.14's
     `_fused_sgd` allocates it with empty_like for a first step that then does not happen): the next step's weights
     were NaN in tests/test_devices.py."""
+    recipe = run.recipe
     return torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                            nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
                            weight_decay=recipe["weight_decay"])
+
+
+def loss_function(recipe):
+    return nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+
+
+def epoch_batches(data, recipe, epoch):
+    """The training batches of `epoch` (1-based): shuffled, and augmented where the recipe says (the same
+    augmentation every epoch)."""
+    return batches(data.train_images, data.train_labels, recipe["batch_size"], augmented=recipe["augment"])
 
 
 def predictions(model, images, run, validation=False):
@@ -218,12 +233,11 @@ def main(argv=None):
         describe_model(model, (1, 28, 28), run.out_dir)
         if run.trains:
             recipe = run.recipe
-            steps = len(batch_bounds(len(data.train_images), recipe["batch_size"]))
-            training = start_or_resume(run, model, make_optimizer(model, recipe), steps, score="val_accuracy")
-            loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+            steps = len(batch_bounds(data.train_size, recipe["batch_size"]))
+            training = start_or_resume(run, model, make_optimizer(model, run), steps, score="val_accuracy")
+            loss_fn = loss_function(recipe)
             for epoch in training.epochs():
-                loss = train_one_epoch(training, batches(data.train_images, data.train_labels, recipe["batch_size"],
-                                                         augmented=recipe["augment"]), loss_fn, epoch)
+                loss = train_one_epoch(training, epoch_batches(data, recipe, epoch), loss_fn, epoch)
                 figures = validate(training.averaged, data, run) if training.validates(epoch) else {}
                 save_epoch(training, epoch, loss, figures)
         result = weights_to_predict_with(run, model)  # best.pt's weight average; --final: last.pt's

@@ -228,11 +228,6 @@ def batches(split, batch_size, normalize, augmented, max_scale=1.0, min_scale=1.
         yield normalize(images), labels.long()
 
 
-def views_used(evaluation):
-    """The evaluation settings as the views they give: without --tta, scale 1 only (see train.evaluate)."""
-    return {"tta": evaluation["tta"], "tta_scales": list(evaluation["tta_scales"]) if evaluation["tta"] else [1.0]}
-
-
 def describe_views(evaluation):
     """The test-time views of these settings, in words: what a run prints and records, and the report shows."""
     if not evaluation["tta"]:

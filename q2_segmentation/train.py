@@ -236,6 +236,10 @@ class Data:
     record: dict          # what metrics.json records of this data (common.record.data_record)
     joined: bool = False  # val trained on (--final)
 
+    @property
+    def train_size(self):
+        return len(self.train.names)
+
 
 def load_data(run, data_dir):
     """The course's splits decoded into uint8 tensors on the run's device: the whole training set (700
@@ -278,13 +282,26 @@ def build(run, imagenet):
     return model
 
 
-def make_optimizer(model, recipe, device):
+def make_optimizer(model, run):
     """AdamW with two groups: the trainable trunk at trunk_lr_scale times the head's rate, and the head; with
-    `device`'s kernels."""
+    the run's device's kernels."""
+    recipe, device = run.recipe, run.device
     trunk_params = [p for p in model.trunk.parameters() if p.requires_grad]
     return torch.optim.AdamW([{"params": trunk_params, "lr": recipe["lr"] * recipe["trunk_lr_scale"]},
                               {"params": list(model.head.parameters()), "lr": recipe["lr"]}],
                              weight_decay=recipe["weight_decay"], **optimizer_kernels(device))
+
+
+def loss_function(recipe):
+    return make_loss(recipe["loss"], recipe["loss_weight"])
+
+
+def epoch_batches(data, recipe, epoch, normalize):
+    """The training batches of `epoch` (1-based): shuffled, augmented as the recipe says at the resolution of
+    that epoch (see epoch_augmentation), then normalised for the trunk (`normalize`, the model's)."""
+    max_scale, min_scale, crop = epoch_augmentation(recipe, epoch)
+    return batches(data.train, recipe["batch_size"], normalize, recipe["augment"], max_scale, min_scale,
+                   recipe["color"], crop)
 
 
 def evaluate(model, split, run, validation=False):
@@ -389,15 +406,12 @@ def main(argv=None):
         claim(run)  # every check has passed: only now does --overwrite delete the run it replaces
         describe_model(model, (3, IMAGE_SIZE, IMAGE_SIZE), run.out_dir)
         if run.trains:
-            steps = len(batch_bounds(len(data.train.names), recipe["batch_size"]))
-            training = start_or_resume(run, model, make_optimizer(model, recipe, run.device), steps,
-                                       score="val_mIoU", val_every=recipe["val_every"])
-            loss_fn = make_loss(recipe["loss"], recipe["loss_weight"])
+            steps = len(batch_bounds(data.train_size, recipe["batch_size"]))
+            training = start_or_resume(run, model, make_optimizer(model, run), steps, score="val_mIoU",
+                                       val_every=recipe["val_every"])
+            loss_fn = loss_function(recipe)
             for epoch in training.epochs():
-                max_scale, min_scale, crop = epoch_augmentation(recipe, epoch)  # progressive resizing
-                loss = train_one_epoch(training, batches(data.train, recipe["batch_size"], model.normalize,
-                                                         recipe["augment"], max_scale, min_scale, recipe["color"],
-                                                         crop), loss_fn, epoch)
+                loss = train_one_epoch(training, epoch_batches(data, recipe, epoch, model.normalize), loss_fn, epoch)
                 figures = validate(training.averaged, data, run) if training.validates(epoch) else {}
                 save_epoch(training, epoch, loss, figures)
         result = weights_to_predict_with(run, model)  # best.pt's weight average; --final: last.pt's

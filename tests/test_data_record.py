@@ -104,7 +104,9 @@ def test_a_wrong_typed_config_field_leaves_the_run_out_and_the_report_is_written
     folder = tmp_path / "results" / "q1_fashion" / "improved"
     folder.mkdir(parents=True)
     run = settings(q1_train, "--width", "4", "--precision", "fp32")
-    metrics = {"model": "improved", "params": 1000, "epochs": 15, "train_seconds": 1.0, "val_accuracy": 90.0,
+    from tests.test_report import recorded
+    metrics = {**recorded("data", 5000), "views": "1 test-time view (the image)", "model": "improved", "params": 1000,
+               "epochs": 15, "best_epoch": 15, "train_seconds": 1.0, "val_accuracy": 90.0,
                "val_per_class": {"a": 90.0}, "config": dict(run.record, epochs="15")}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     assert report.main(["--results-dir", str(tmp_path / "results")]) == 0
@@ -257,7 +259,7 @@ def test_every_recipe_value_reaches_what_it_configures():
     q1 = settings(q1_train, "--precision", "fp32")
     recipe = q1_train.RECIPES["improved"]
     model = q1_train.build(q1)
-    optimizer = q1_train.make_optimizer(model, q1.recipe)
+    optimizer = q1_train.make_optimizer(model, q1)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == \
         (recipe["lr"], recipe["momentum"], recipe["nesterov"], recipe["weight_decay"])
@@ -272,10 +274,10 @@ def test_every_recipe_value_reaches_what_it_configures():
     q2_run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32")
     recipe = q2_train.RECIPES["improved"]
     model = q2_train.build(q2_run, None)
-    groups = q2_train.make_optimizer(model, q2_run.recipe, q2_run.device).param_groups
+    groups = q2_train.make_optimizer(model, q2_run).param_groups
     assert [group["lr"] for group in groups] == [recipe["lr"] * recipe["trunk_lr_scale"], recipe["lr"]]
     assert {group["weight_decay"] for group in groups} == {recipe["weight_decay"]}
-    assert Training(q2_run, model, q2_train.make_optimizer(model, q2_run.recipe, q2_run.device),
+    assert Training(q2_run, model, q2_train.make_optimizer(model, q2_run),
                     steps_per_epoch=2).ema.decay == recipe["ema_decay"]
     loss = make_loss(q2_run.recipe["loss"], q2_run.recipe["loss_weight"])
     logits, target = torch.randn(1, 6, 4, 4), torch.randint(0, 6, (1, 4, 4))

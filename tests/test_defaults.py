@@ -85,7 +85,7 @@ def test_q2_picks_its_best_epoch_by_val_miou(monkeypatch, tmp_path):
 
     monkeypatch.setattr(q2_train, "start_or_resume", started)
     monkeypatch.setattr(q2_train, "load_data", lambda run, data_dir: SimpleNamespace(
-        record={}, train=SimpleNamespace(names=["0", "1"])))
+        record={}, train_size=2))
     with pytest.raises(StopIteration):
         q2_train.main(["--backbone", "efficientnet_lite0", "--model", "baseline", "--no-pretrained", "--out-dir",
                        str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")])
@@ -97,7 +97,7 @@ def test_the_trunk_learns_at_its_scale_of_the_heads_rate():
     run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--lr", "0.002",
                    "--trunk-lr-scale", "0.25")
     model = q2_train.build(run, None)
-    optimizer = q2_train.make_optimizer(model, run.recipe, run.device)
+    optimizer = q2_train.make_optimizer(model, run)
     trunk_ids = {id(p) for p in model.trunk.parameters()}
     for group in optimizer.param_groups:
         in_trunk = {id(p) in trunk_ids for p in group["params"]}

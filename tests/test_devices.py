@@ -6,6 +6,7 @@ CPU autocast and `GradScaler("cpu")`), CUDA and an Apple GPU where PyTorch sees 
 what a GPU reports (its compute capability, its bf16, the architectures this PyTorch was built for) are tested
 with stand-ins for those reports: a Colab T4, an A100, a GTX 1060, a CPU-only build.
 """
+import dataclasses
 import json
 import warnings
 
@@ -316,11 +317,11 @@ def test_q2_steps_with_fused_kernels_on_a_cuda_gpu_and_the_default_ones_elsewher
     from tests.helpers import settings
     run = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--precision", "fp32")
     model = q2_train.build(run, None)
-    on_the_gpu = q2_train.make_optimizer(model, run.recipe, CUDA)  # the kernels' choice; the weights stay here
+    on_the_gpu = q2_train.make_optimizer(model, dataclasses.replace(run, device=CUDA))  # the weights stay here
     assert all(group["fused"] for group in on_the_gpu.param_groups)
-    assert not any(group["fused"] for group in q2_train.make_optimizer(model, run.recipe, run.device).param_groups)
+    assert not any(group["fused"] for group in q2_train.make_optimizer(model, run).param_groups)
     q1_run = settings(q1_train, "--width", "4", "--precision", "fp32")  # Q1's SGD: the default kernels everywhere
-    assert not q1_train.make_optimizer(q1_train.build(q1_run), q1_run.recipe).param_groups[0]["fused"]
+    assert not q1_train.make_optimizer(q1_train.build(q1_run), q1_run).param_groups[0]["fused"]
 
 
 def test_a_checkpoint_of_fused_kernels_resumes_with_this_devices_kernels(tmp_path):

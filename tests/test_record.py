@@ -144,7 +144,7 @@ def test_one_epoch_steps_once_a_batch_returns_the_mean_loss_and_stops_on_a_nan_b
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))  # zero gradients
 
 
-def test_fit_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_schedule(tmp_path, capsys):
+def test_the_epoch_loop_prints_records_and_checkpoints_each_epoch_and_resumes_on_the_new_schedule(tmp_path, capsys):
     """The loop against a hand count: the schedule spans steps_per_epoch x epochs, each epoch prints one line and
     writes last.pt with the run's settings and identity, a resume says where it starts and sets the rate of its
     new schedule at the step reached, and a finished run has nothing to train."""

@@ -5,8 +5,10 @@ import pytest
 from PIL import Image
 
 from q1_fashion.data import CLASSES as Q1_CLASSES
+from q1_fashion.data import describe_views as q1_views
 from q1_fashion.train import RECIPES
 from q2_segmentation.data import CLASSES as Q2_CLASSES
+from q2_segmentation.data import describe_views as q2_views
 from q2_segmentation.train import RECIPES as Q2_RECIPES
 from tests.helpers import matches_expected
 from tools import report
@@ -22,13 +24,22 @@ def png(path, size=(400, 300)):
     Image.new("RGB", size, (200, 220, 240)).save(path)
 
 
+def recorded(data_dir, val):
+    """What every run of this version records besides its figures: the version, the precisions, the data."""
+    return {"version": "4.0.0", "train_precision": "fp32", "eval_precision": "fp32", "other_data": False,
+            "data": {"folder": data_dir, "images": {"train": 55000, "val": val, "test": 2000}, "val_split": "val",
+                     "val_fingerprint": "0123456789abcdef"}}
+
+
 def write_q1_run(folder, model, accuracy, per_class, **config):
     folder.mkdir(parents=True)
+    settings = dict(RECIPES[model], model=model, precision="fp32", epochs=7, **config)
     (folder / "metrics.json").write_text(json.dumps({
+        **recorded("data", 5000), "views": q1_views(settings),
         "model": model, "params": 4414 if model == "basenet" else 164778, "epochs": 7, "best_epoch": 6,
-        "train_seconds": 12.5, "final": False, "precision": "fp32", "val_accuracy": accuracy,
+        "train_seconds": 12.5, "final": False, "val_accuracy": accuracy,
         "val_per_class": dict(zip(Q1_CLASSES, per_class, strict=True)),
-        "config": dict(RECIPES[model], model=model, precision="fp32", epochs=7, **config)}))
+        "config": settings}))
     (folder / "model.txt").write_text(f"{model.upper()}-PRINT\n")
     (folder / "summary.txt").write_text("SUMMARY-TABLE Total params: 4,414\n")
     for name in ("curves.png", "confusion.png", "misclassified.png"):
@@ -37,13 +48,15 @@ def write_q1_run(folder, model, accuracy, per_class, **config):
 
 def write_q2_run(folder, model, ap, iou, **extra):
     folder.mkdir(parents=True)
+    settings = dict(Q2_RECIPES[model], backbone="efficientnet_lite0", model=model, lr=0.00123, pretrained=True,
+                    weights=None, precision="fp32", epochs=3)
     (folder / "metrics.json").write_text(json.dumps({
+        **recorded("data", 100), "views": q2_views(settings),
         "backbone": "efficientnet_lite0", "model": model, "head": f"HEAD-{model}", "params": 4659694, "epochs": 3,
-        "best_epoch": 3, "train_seconds": 99.0, "final": False, "precision": "fp32",
+        "best_epoch": 3, "train_seconds": 99.0, "final": False,
         "val_mAP": float(np.mean(ap)), "val_mIoU": float(np.mean(iou)),
         "val_ap": dict(zip(Q2_CLASSES, ap, strict=True)), "val_iou": dict(zip(Q2_CLASSES, iou, strict=True)),
-        "config": dict(Q2_RECIPES[model], backbone="efficientnet_lite0", model=model, lr=0.00123, pretrained=True,
-                       weights=None, precision="fp32", epochs=3), **extra}))
+        "config": settings, **extra}))
     for name in ("curves.png", "per_class.png", "vis_val.png"):
         png(folder / name)
 
@@ -148,8 +161,9 @@ def test_each_damaged_metrics_file_is_left_out_with_one_warning_and_the_report_s
         q1 / "basenet" / "metrics.json": ((q1 / "basenet" / "metrics.json").read_text()[:100], "not readable JSON"),
         q1 / "improved-final" / "metrics.json": ("", "empty"),
         q2 / "efficientnet_lite0_baseline" / "metrics.json": (
-            '{"model": "baseline"}', "no backbone, params, epochs, train_seconds, val_mAP, val_mIoU, val_ap, "
-                                     "val_iou, config"),
+            '{"model": "baseline"}', "no version, params, epochs, best_epoch, train_seconds, train_precision, "
+                                     "eval_precision, views, data, other_data, config, backbone, head, val_mAP, "
+                                     "val_mIoU, val_ap, val_iou"),
     }
     for path, (text, _) in damaged.items():
         path.write_text(text)
@@ -250,9 +264,9 @@ def test_the_whole_report_text_is_the_expected_one(tmp_path, monkeypatch):
 
 def test_the_report_texts_of_other_trees_are_the_expected_ones(tmp_path, monkeypatch):
     """Two more trees, compared with tests/data/report_other.md: an empty one (every
-    missing run named with its command), and one of runs recorded by an older version (no views or
-    train_precision fields: described from their settings), a run trained in bf16 and evaluated in fp32,
-    --holdout, --limit and unfinished runs, and no Q2 baseline. CS543_UPDATE_REPORT=1 rewrites the file."""
+    missing run named with its command), and one with a run made by an older version (listed as such, without its
+    figures), a run trained in bf16 and evaluated in fp32, --holdout, --limit and unfinished runs, and no Q2
+    baseline. CS543_UPDATE_REPORT=1 rewrites the file."""
     from common import files as paths
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     texts = [report.build_report(tmp_path / "empty" / "results")]
@@ -268,10 +282,10 @@ def test_the_report_texts_of_other_trees_are_the_expected_ones(tmp_path, monkeyp
     write_q2_run(results / "q2_segmentation" / "lite0", "improved", [0.9, 0.5, 0.6, 0.7, 0.8, 0.85],
                  [0.8, 0.3, 0.4, 0.5, 0.6, 0.7], epochs=1, planned_epochs=3, finished=False)
     write_q2_run(results / "q2_segmentation" / "scales", "baseline", [0.9, 0.4, 0.5, 0.6, 0.7, 0.8],
-                 [0.8, 0.2, 0.3, 0.4, 0.5, 0.6])  # recorded before the views field: described from its settings
-    scales = results / "q2_segmentation" / "scales" / "metrics.json"
-    metrics = json.loads(scales.read_text())
-    metrics["config"].update(tta=True, tta_scales=[0.75, 1.0, 1.25], precision="bf16")
-    scales.write_text(json.dumps(metrics))
+                 [0.8, 0.2, 0.3, 0.4, 0.5, 0.6])  # made by version 3.2.0, which recorded no version
+    older = results / "q2_segmentation" / "scales" / "metrics.json"
+    metrics = json.loads(older.read_text())
+    del metrics["version"]
+    older.write_text(json.dumps(metrics))
     texts.append(report.build_report(results))
     matches_expected("\n\n=====\n\n".join(texts), "report_other.md", "CS543_UPDATE_REPORT")

@@ -22,18 +22,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common import __version__
+from common.checkpoint import older_version
 from common.command import UserError, run_cli
 from common.files import RESULTS_DIR, repo_relative, write_atomically, write_text
 from common.metrics import format_segmentation
 from common.record import describe_data
 from common.settings import Parser
 from q1_fashion import train as q1_train
-from q1_fashion.data import describe_views as q1_describe_views
 from q1_fashion.models import build_model as build_q1_model
 from q2_segmentation import train as q2_train
-from q2_segmentation.data import describe_views as q2_describe_views
 from q2_segmentation.models import build_model as build_q2_model
-from q2_segmentation.models import describe_head
 from tools import check_submission
 from tools.document import Document, to_markdown, to_pdf
 
@@ -46,18 +45,17 @@ TITLE = "CS543 Deep ConvNets: report"
 # A run with a required field missing, or any of these fields of another type, is left out with one warning line
 # naming the file and the field; every later read then meets the type it expects.
 INT, NUMBER, TEXT, TABLE, FLAG, NONE = (int,), (int, float), (str,), (dict,), (bool,), (type(None),)
+EVERY_RUN = {"version": TEXT, "model": TEXT, "params": INT, "epochs": INT, "best_epoch": INT, "train_seconds": NUMBER,
+             "train_precision": TEXT, "eval_precision": TEXT, "views": TEXT, "data": TABLE, "other_data": FLAG,
+             "config": TABLE}
 REQUIRED = {  # by question folder
-    "q1_fashion": {"model": TEXT, "params": INT, "epochs": INT, "train_seconds": NUMBER,
-                   "val_accuracy": NUMBER, "val_per_class": TABLE, "config": TABLE},
-    "q2_segmentation": {"backbone": TEXT, "model": TEXT, "params": INT, "epochs": INT,
-                        "train_seconds": NUMBER, "val_mAP": NUMBER, "val_mIoU": NUMBER, "val_ap": TABLE,
-                        "val_iou": TABLE, "config": TABLE},
+    "q1_fashion": {**EVERY_RUN, "val_accuracy": NUMBER, "val_per_class": TABLE},
+    "q2_segmentation": {**EVERY_RUN, "backbone": TEXT, "head": TEXT, "val_mAP": NUMBER, "val_mIoU": NUMBER,
+                        "val_ap": TABLE, "val_iou": TABLE},
 }
-OPTIONAL = {"views": TEXT, "train_precision": TEXT, "eval_precision": TEXT, "best_epoch": INT, "head": TEXT,
-            "other_data": FLAG, "data": TABLE + NONE}  # fields older versions did not record
-CONFIG = {"epochs": INT, "final": FLAG + NONE, "holdout": INT + NONE, "limit": INT + NONE, "tta": FLAG + NONE,
-          "tta_shift": INT + NONE, "tta_scales": (list,) + NONE, "precision": TEXT}  # in "config", where present
-DATA = {"folder": TEXT, "images": TABLE, "val_split": TEXT}  # in "data", where present
+CONFIG = {"epochs": INT, "final": FLAG, "holdout": INT + NONE, "limit": INT + NONE, "tta": FLAG,
+          "tta_shift": INT, "tta_scales": (list,), "precision": TEXT}  # in "config", where present
+DATA = {"folder": TEXT, "images": TABLE, "val_split": TEXT}  # in "data"
 
 
 def wrong_type(value, types):
@@ -73,9 +71,9 @@ def field_problems(metrics, question):
     if missing:
         return [f"no {', '.join(missing)}"]
     found = []
-    for prefix, table, fields in (("", metrics, {**REQUIRED.get(question, {}), **OPTIONAL}),
+    for prefix, table, fields in (("", metrics, REQUIRED.get(question, {})),
                                   ("config.", metrics.get("config"), CONFIG),
-                                  ("data.", metrics.get("data") or {}, DATA)):
+                                  ("data.", metrics.get("data"), DATA)):
         if not found:  # a table of the wrong type is said once, not read
             found += [f"{prefix}{key} is {type(table[key]).__name__}" for key, types in fields.items()
                       if key in table and wrong_type(table[key], types)]
@@ -85,16 +83,12 @@ def field_problems(metrics, question):
               if key in metrics and any(wrong_type(v, NUMBER) for v in metrics[key].values())]
     found += ["config.tta_scales holds a non-number"] * any(
         wrong_type(v, NUMBER) for v in metrics["config"].get("tta_scales") or [])
-    if metrics.get("other_data") and not metrics.get("data"):
-        found.append("other_data without data")
-    if isinstance((metrics.get("data") or {}).get("images", {}).get("val", 0), bool) or \
-            wrong_type((metrics.get("data") or {}).get("images", {}).get("val", 0), INT):
+    if wrong_type(metrics["data"]["images"].get("val", 0), INT):
         found.append("data.images.val is not a count")
     return found
 
 
-BUILDERS = {"q1_fashion": lambda config: build_q1_model(config),
-            "q2_segmentation": lambda config: build_q2_model(dict(config, pretrained=False, weights=None))}
+BUILDERS = {"q1_fashion": build_q1_model, "q2_segmentation": build_q2_model}  # Q2: no ImageNet weights, the layers
 
 
 def problem_of(metrics, question):
@@ -114,8 +108,8 @@ def problem_of(metrics, question):
 
 
 def label(run):
-    """What a run's figures are when they are not the held-out val figures of a finished run ('' when they are).
-    Read from the run's recorded settings, which every version of metrics.json holds."""
+    """What a run's figures are when they are not the held-out val figures of a finished run ('' when they are),
+    read from its recorded settings."""
     config = run["config"]
     parts = []
     if config.get("final"):
@@ -126,14 +120,15 @@ def label(run):
         parts.append(f"--limit {config['limit']}: trained on part of the data")
     if run["epochs"] < config.get("epochs", run["epochs"]):
         parts.append(f"unfinished: {run['epochs']} of {config['epochs']} epochs")
-    if run.get("other_data"):
+    if run["other_data"]:
         parts.append(f"evaluated on other data: {describe_data(run['data'])}")
     return "; ".join(parts)
 
 
 def read_runs(root):
     """({folder name: metrics}, {folder name: why it was left out}) of the runs under `root` (a question's
-    results folder), ablation steps aside. A damaged metrics.json gets one warning line and is left out."""
+    results folder), ablation steps aside. A damaged metrics.json gets one warning line and is left out; a run
+    made by an older major version is listed as such, without its figures (what it recorded is that version's)."""
     runs, left_out = {}, {}
     for path in sorted(Path(root).glob("*/metrics.json")) if Path(root).is_dir() else []:
         try:
@@ -141,6 +136,14 @@ def read_runs(root):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             problem = f"not readable JSON ({error})" if path.stat().st_size else "empty"
         else:
+            older = older_version(metrics)
+            if older:
+                left_out[path.parent.name] = (f"{repo_relative(path)} was made by version {older} of this project; "
+                                              f"version {__version__} lists it without its figures: train the run "
+                                              "again")
+                print(f"note: {repo_relative(path)}: made by version {older}; listed without its figures",
+                      file=sys.stderr)
+                continue
             problem = problem_of(metrics, Path(root).name)
         if problem:
             left_out[path.parent.name] = f"{repo_relative(path)} is damaged ({problem})"
@@ -160,19 +163,9 @@ def comparable(runs):
     return {name: run for name, run in runs.items() if not label(run)}
 
 
-def views_of(run, question):
-    """The test-time views a run used, in the words it recorded (older runs: described from their settings)."""
-    if isinstance(run.get("views"), str):
-        return run["views"]
-    describe = q1_describe_views if question == "q1_fashion" else q2_describe_views
-    return describe({"tta": bool(run["config"].get("tta")), "tta_shift": run["config"].get("tta_shift", 0),
-                     "tta_scales": run["config"].get("tta_scales") or [1.0]})
-
-
 def precision_of(run):
     """'bf16' or 'trained in bf16, evaluated in fp32': the precision(s) a run recorded."""
-    trained = run.get("train_precision") or run["config"].get("precision", "fp32")  # older records: the config's
-    evaluated = run.get("eval_precision", trained)
+    trained, evaluated = run["train_precision"], run["eval_precision"]
     return trained if evaluated == trained else f"trained in {trained}, evaluated in {evaluated}"
 
 
@@ -180,7 +173,7 @@ def how(run, question, **extra):
     """'fp32, 2 test-time views (...), 30 epochs': how a run got its figures."""
     planned = run["config"].get("epochs", run["epochs"])
     epochs = f"{run['epochs']} epochs" if run["epochs"] >= planned else f"{run['epochs']} of {planned} epochs"
-    return ", ".join([*extra.values(), precision_of(run), views_of(run, question), epochs,
+    return ", ".join([*extra.values(), precision_of(run), run["views"], epochs,
                       *([label(run)] if label(run) else [])])
 
 
@@ -324,7 +317,7 @@ def q1_section(doc, results, all_runs, left_out):
         f"peak lr {cfg.get('lr')}, schedule {cfg.get('schedule')}, batch {cfg.get('batch_size')}, "
         f"{cfg.get('epochs')} epochs, weight decay {cfg.get('weight_decay')}, label smoothing "
         f"{cfg.get('label_smoothing')}, augmentation (2-pixel shifts, flips) {cfg.get('augment')}, weight average "
-        f"(EMA) decay {cfg.get('ema_decay')}, {views_of(best, 'q1_fashion')}, precision "
+        f"(EMA) decay {cfg.get('ema_decay')}, {best['views']}, precision "
         f"{precision_of(best)}; best epoch {best.get('best_epoch')}; {best['train_seconds']} s of training.")
     doc.paragraph(f"Val accuracy: **{best['val_accuracy']:.2f} %**")
     doc.table(["class", "val accuracy (%)"], [[c, f"{v:.2f}"] for c, v in best["val_per_class"].items()])
@@ -378,7 +371,7 @@ def q2_section(doc, results, all_runs, left_out):
         head_layers = [m for m in model.head.modules() if isinstance(m, LAYER_TYPES)]
         trunk_params = sum(p.numel() for p in model.trunk.parameters())
         doc.heading(2, f"{name}: {run['backbone']} trunk, {run['model']} head")
-        doc.paragraph("Upsampling: " + run.get("head", describe_head(config)))
+        doc.paragraph("Upsampling: " + run["head"])
         doc.paragraph(f"Parameters: **{run['params']:,}** (trunk {trunk_params:,}, head "
                       f"{run['params'] - trunk_params:,}). Head layers on a 224x224 input:")
         doc.table(*layer_table(model, (3, 224, 224), head_layers), align="rllllrr")
@@ -390,7 +383,7 @@ def q2_section(doc, results, all_runs, left_out):
             f"{config.get('min_scale', 1.0)}x to {config.get('max_scale', 1.0)}x, colour jitter "
             f"{config.get('color', 0.0)}, training crop {config.get('crop') or 'none (whole images)'}"
             f"{q2_train.describe_low_res(config)}; "
-            f"weight average (EMA) decay {config.get('ema_decay', 0.0)}; {views_of(run, 'q2_segmentation')}; "
+            f"weight average (EMA) decay {config.get('ema_decay', 0.0)}; {run['views']}; "
             f"precision {precision_of(run)}; ImageNet-pretrained trunk "
             f"{config.get('weights') or config.get('pretrained')}; best epoch {run.get('best_epoch')}; "
             f"{run['train_seconds']} s of training.")
