@@ -1,6 +1,6 @@
 """Does `torch.compile` pay for a default run? Its compile time against the time it saves per epoch.
 
-For each question, train.py's own training (its build() and trainer(): the recipe's optimizer, schedule,
+For each question, train.py's own training (see bench.timing.training: the recipe's optimizer, schedule,
 weight average and augmented batches of the real data) runs three epochs over the first few hundred or
 thousand training images, once as built and once after `model.compile()` (the module compiled in place, so
 a checkpoint's keys do not change). The first compiled epoch holds the compilation, the second any
@@ -15,8 +15,8 @@ training set) both ways, the compilation counted once, and prints the verdict. N
 import statistics
 import time
 
-from bench.cpu_settings import EXTRA, MODULES, resolved
-from bench.timing import bench_parser, refuse_if_busy, training_pieces
+from bench.cpu_settings import EXTRA, MODULES
+from bench.timing import bench_parser, refuse_if_busy, training
 from common.files import DATA_DIR
 from q1_fashion.data import NUM_TRAIN
 from q2_segmentation.data import list_items
@@ -26,13 +26,13 @@ IMAGES = {"q1": 8192, "q2": 96}  # a few steps an epoch: 32 of Q1's batches of 2
 
 def epochs_timed(question, compiled):
     """Seconds of each of three epochs of train.py's training, the model compiled in place or not."""
-    _, model, run_epoch, _ = training_pieces(MODULES[question], [*EXTRA[question], "--limit", str(IMAGES[question])])
+    bench = training(MODULES[question], [*EXTRA[question], "--limit", str(IMAGES[question])])
     if compiled:
-        model.compile()  # in place: the trainer's references and a checkpoint's keys stay the same
+        bench.model.compile()  # in place: the optimizer's references and a checkpoint's keys stay the same
     seconds = []
     for epoch in (1, 2, 3):
         began = time.perf_counter()
-        run_epoch(epoch)
+        bench.epoch(epoch)
         seconds.append(time.perf_counter() - began)
     return seconds
 
@@ -60,7 +60,7 @@ def main():
         # the first two epochs' excess over the steady one, less eager's own (oneDNN builds kernels on first use)
         compile_seconds = statistics.median((c[0] + c[1] - 2 * c[2]) - (e[0] + e[1] - 2 * e[2])
                                             for c, e in zip(compiled, eager, strict=True))
-        epochs = resolved(question)[1].recipe["epochs"]
+        epochs = MODULES[question].RECIPES["improved"]["epochs"]  # the default model's
         images = full_epoch_images(question)
         plain = epochs * images * steady_eager
         with_compile = compile_seconds + epochs * images * steady_compiled

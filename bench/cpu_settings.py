@@ -2,8 +2,8 @@
 
 First the decision `--precision auto` rests on: bf16 against fp32 in the real training loop of each
 question's default recipe (train.py's own settings, optimizer, schedule, weight average and augmented
-batches of the real data, Q2's variable sizes included), a few hundred images an epoch. Then training steps
-(forward, backward, SGD step) of the default models on fixed-shape random inputs. Each pair of settings
+batches of the real data, Q2's variable sizes included), a few hundred images an epoch. Then train.py's own
+training steps of the default recipes on fixed-shape random inputs. Each pair of settings
 alternates in one process; it prints the median ratio of images/s. bf16 is skipped on a CPU without it.
 
     python bench/cpu_settings.py [--rounds 3]
@@ -11,55 +11,41 @@ alternates in one process; it prints the median ratio of images/s. bf16 is skipp
 import time
 
 import torch
-from torch import nn
 
-from bench.timing import alternate, bench_parser, images_per_second, median_ratio, refuse_if_busy, training_pieces
-from common.device import CPU_BF16_FLAGS, autocast, cpu_flags
-from common.settings import resolve
+from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy, step_rate, training
+from common.device import CPU_BF16_FLAGS, cpu_flags
 from q1_fashion import train as q1_train
 from q2_segmentation import train as q2_train
 
 MODULES = {"q1": q1_train, "q2": q2_train}
 # the default model's recipe; Q2's trunk with random weights (the weights do not change a step's time)
 EXTRA = {"q1": [], "q2": ["--backbone", "efficientnet_lite0", "--no-pretrained"]}
+INPUT = {"q1": (1, 28, 28), "q2": (3, 224, 224)}
+THREADS = torch.get_num_threads()
 
 
-def resolved(question, *flags):
-    """The run train.py resolves from these flags."""
-    module = MODULES[question]
-    return module, resolve(module.parse_args([*EXTRA[question], *flags]), module.QUESTION)
-
-
-def loop_rate(question, precision, images=512):
-    """images/s of one epoch of train.py's own training (its trainer()) over the first `images` training images."""
-    _, _, run_epoch, _ = training_pieces(MODULES[question],
-                                         [*EXTRA[question], "--precision", precision, "--limit", str(images)])
+def loop_rate(question, precision, images):
+    """images/s of one epoch of train.py's own training over the first `images` training images."""
+    bench = training(MODULES[question], [*EXTRA[question], "--precision", precision, "--limit", str(images)])
     began = time.perf_counter()
-    run_epoch(1)
+    bench.epoch(1)
     return images / (time.perf_counter() - began)
 
 
-def rate(build, input_shape, batch, steps, channels_last, threads, precision="fp32"):
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build()  # train.py's build(): channels-last
-    x = torch.randn(batch, *input_shape)
+def rate(question, batch, steps, channels_last=True, threads=None, precision="fp32"):
+    """images/s of train.py's training steps on a fixed batch of random inputs, in this layout, thread count and
+    precision (the network is built channels-last; the default layout converts it back)."""
+    torch.set_num_threads(threads or THREADS)
+    bench = training(MODULES[question], [*EXTRA[question], "--precision", precision, "--limit", "512"])
+    inputs = torch.randn(batch, *INPUT[question])
     if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     else:
-        model = model.to(memory_format=torch.contiguous_format)
-    out_shape = model(x).shape
-    target = torch.randint(0, out_shape[1], (batch, *out_shape[2:]))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-    def step():
-        optimizer.zero_grad()
-        with autocast(precision, torch.device("cpu")):
-            outputs = model(x)
-        nn.functional.cross_entropy(outputs.float(), target).backward()
-        optimizer.step()
-
-    return images_per_second(step, steps, batch)
+        bench.model.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        shape = bench.model(inputs).shape
+    targets = torch.randint(0, shape[1], (batch, *shape[2:]))
+    return step_rate(bench, (inputs, targets), steps)
 
 
 def main():
@@ -67,14 +53,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     refuse_if_busy(args.force)
-    threads = torch.get_num_threads()
-
-    def q1():
-        return q1_train.build(resolved("q1")[1])
-
-    def q2():  # the default head as the recipe has it (without the stride-4 block)
-        return q2_train.build(resolved("q2")[1])
-
+    threads = THREADS
     bf16 = bool(cpu_flags() & CPU_BF16_FLAGS)
     loops = [
         ("q1 default recipe, real training loop, bf16 vs fp32 (4096 images an epoch)",
@@ -84,19 +63,15 @@ def main():
     ]
     cases = loops + [
         ("q1 improved, bf16 autocast vs fp32 (batch 256)",
-         lambda: rate(q1, (1, 28, 28), 256, 20, True, threads, "bf16"),
-         lambda: rate(q1, (1, 28, 28), 256, 20, True, threads)),
+         lambda: rate("q1", 256, 20, precision="bf16"), lambda: rate("q1", 256, 20)),
         ("q2 efficientnet_lite0 improved, bf16 autocast vs fp32 (batch 16)",
-         lambda: rate(q2, (3, 224, 224), 16, 3, True, threads, "bf16"),
-         lambda: rate(q2, (3, 224, 224), 16, 3, True, threads)),
+         lambda: rate("q2", 16, 3, precision="bf16"), lambda: rate("q2", 16, 3)),
         ("q1 improved, channels_last vs default layout (batch 256)",
-         lambda: rate(q1, (1, 28, 28), 256, 20, True, threads), lambda: rate(q1, (1, 28, 28), 256, 20, False, threads)),
-        ("q1 improved, batch 256 vs 64 (channels_last)",
-         lambda: rate(q1, (1, 28, 28), 256, 20, True, threads), lambda: rate(q1, (1, 28, 28), 64, 80, True, threads)),
-        (f"q1 improved, {threads} threads vs 1",
-         lambda: rate(q1, (1, 28, 28), 256, 20, True, threads), lambda: rate(q1, (1, 28, 28), 256, 20, True, 1)),
+         lambda: rate("q1", 256, 20), lambda: rate("q1", 256, 20, channels_last=False)),
+        ("q1 improved, batch 256 vs 64 (channels_last)", lambda: rate("q1", 256, 20), lambda: rate("q1", 64, 80)),
+        (f"q1 improved, {threads} threads vs 1", lambda: rate("q1", 256, 20), lambda: rate("q1", 256, 20, threads=1)),
         ("q2 efficientnet_lite0 improved, channels_last vs default layout (batch 16)",
-         lambda: rate(q2, (3, 224, 224), 16, 3, True, threads), lambda: rate(q2, (3, 224, 224), 16, 3, False, threads)),
+         lambda: rate("q2", 16, 3), lambda: rate("q2", 16, 3, channels_last=False)),
     ]
     if not bf16:
         print("this CPU has no native bf16 (AVX512-BF16, AMX-BF16 or ARM BF16): bf16 comparisons skipped")

@@ -3,13 +3,14 @@
 Starter: torchvision FashionMNIST + ToTensor() + DataLoader(batch_size=64, shuffle=True, num_workers=2),
 SGD lr 0.005 momentum 0.9, the model in PyTorch's default memory layout.
 Project: the whole set as one uint8 tensor, batches indexed, augmented and normalised as tensors,
-channels-last, the model's own recipe (batch size, augmentation, optimizer), via the code train.py runs.
+channels-last, the model's own recipe (batch size, augmentation, optimizer), through train.py's own functions.
 Both sides alternate in one process; the figure is the median of the per-round ratios.
 
     python bench/q1_throughput.py [--images 25600] [--rounds 5]
 """
 import gzip
 import shutil
+import statistics
 import tempfile
 import time
 from functools import partial
@@ -18,9 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy
+from bench.timing import alternate, bench_parser, median_ratio, refuse_if_busy, training
 from common.files import DATA_DIR
-from common.settings import resolve
 from q1_fashion import train as q1_train
 from q1_fashion.data import locate_fashion_mnist
 
@@ -60,20 +60,11 @@ def starter_rate(run, dataset, images):
     return seen / (time.perf_counter() - began)
 
 
-def project_run(model_name, images):
-    """(the run train.py resolves for this model on the first `images` training images, its data)."""
-    run = resolve(q1_train.parse_args(["--model", model_name, "--precision", "fp32", "--limit", str(images)]),
-                  q1_train.QUESTION)
-    return run, q1_train.load_data(run, DATA_DIR)
-
-
-def project_rate(run, data):
-    """images/s of one epoch of train.py's own training (its build() and trainer())."""
-    torch.manual_seed(0)
-    _, run_epoch, _ = q1_train.trainer(run, q1_train.build(run), data)
+def project_rate(bench):
+    """images/s of one epoch of train.py's own training (see bench.timing.training)."""
     began = time.perf_counter()
-    run_epoch(1)
-    return len(data.train_images) / (time.perf_counter() - began)
+    bench.epoch(1)
+    return bench.data.train_size / (time.perf_counter() - began)
 
 
 def main():
@@ -88,12 +79,12 @@ def main():
         dataset = starter_dataset(root)
         for model_name in ("basenet", "improved"):
             print(f"{model_name}: project vs starter, images/s over {args.images} training images")
-            run, data = project_run(model_name, args.images)
-            project, starter = alternate(partial(project_rate, run, data),
-                                         partial(starter_rate, run, dataset, args.images), args.rounds)
+            bench = training(q1_train, ["--model", model_name, "--precision", "fp32", "--limit", str(args.images)])
+            project, starter = alternate(partial(project_rate, bench),
+                                         partial(starter_rate, bench.run, dataset, args.images), args.rounds)
             ratios[model_name] = median_ratio(project, starter)
-            print(f"  median: project {sorted(project)[len(project) // 2]:.0f} img/s, "
-                  f"starter {sorted(starter)[len(starter) // 2]:.0f} img/s")
+            print(f"  median: project {statistics.median(project):.0f} img/s, "
+                  f"starter {statistics.median(starter):.0f} img/s")
     print(f"basenet_ratio: {ratios['basenet']:.2f}")
     print(f"improved_ratio: {ratios['improved']:.2f}")
 

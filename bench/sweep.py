@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from bench.timing import bench_parser, follow, refuse_if_busy, training_pieces
+from bench.timing import bench_parser, follow, refuse_if_busy, training
 from common.files import REPO_ROOT
 from common.settings import as_words, requested
 from q1_fashion import train as q1_train
@@ -137,15 +137,15 @@ def epoch_seconds(space, flags):
     """Seconds of one training epoch and one validation of `train.py FLAGS` on this machine: an epoch over
     CALIBRATION_IMAGES training images, timed after a first untimed one (kernels and caches warm), scaled to
     the images a holdout run trains on, plus one validation of the holdout, timed."""
-    _, _, run_epoch, validate = training_pieces(SCRIPTS[space["question"]], [
+    bench = training(SCRIPTS[space["question"]], [
         *flags, "--holdout", str(space["holdout"]), "--limit", str(CALIBRATION_IMAGES)])
-    run_epoch(1)
+    bench.epoch(1)
     began = time.perf_counter()
-    run_epoch(2)
-    training = (time.perf_counter() - began) * (NUM_TRAIN - space["holdout"]) / CALIBRATION_IMAGES
+    bench.epoch(2)
+    seconds = (time.perf_counter() - began) * (NUM_TRAIN - space["holdout"]) / CALIBRATION_IMAGES
     began = time.perf_counter()
-    validate()
-    return training + time.perf_counter() - began
+    bench.validate()
+    return seconds + time.perf_counter() - began
 
 
 def run_trial(trial, space, extra, threads):

@@ -69,21 +69,13 @@ def alternate(first, second, rounds):
     return a, b
 
 
-def images_per_second(step, steps, batch):
-    """Images/s of `steps` calls of step() on batches of `batch`; a first call builds oneDNN's kernels, untimed."""
-    step()
-    began = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - began)
-
-
 def median_ratio(a, b):
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def read_history(path):
-    """The epoch records of a run's history.jsonl (see common.loop.fit); [] before the first epoch ends."""
+    """The epoch records of a run's history.jsonl (see common.training.save_epoch); [] before the first epoch
+    ends."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
@@ -140,19 +132,45 @@ def run_training(script, args, key, echo=True):
 LOADED = {}  # (train.py, the data flags) -> its data, decoded once a process
 
 
-def training_pieces(module, flags):
-    """train.py's own training for `flags`, as the benches time it: (run, model, run_epoch, validate), from the
-    run `resolve` gives, the question's `build()` (seeded 0) and `trainer()`. The data is decoded once a
-    process for the same --limit, --holdout and --final."""
-    import torch
+def training(module, flags, data_dir=DATA_DIR):
+    """train.py's own training for `flags`, built as its main() builds it, for the benches that time it in-process:
+    the run `resolve` gives, the data (decoded once a process for the same --limit, --holdout and --final), the
+    network (`build`, after seeding as main() seeds; Q2's trunk from random weights, which a step's time does not
+    depend on), its
+    optimizer, schedule, weight average and loss scaler (`start_or_resume`) and loss. Returns a namespace with
+    those and epoch(number) -> mean loss (train_one_epoch over the script's epoch_batches) and validate() ->
+    the per-epoch validation's figures."""
+    from types import SimpleNamespace
 
     from common.settings import resolve  # here: the benches that only time whole scripts need no PyTorch
+    from common.training import batch_bounds, seed_everything, start_or_resume, train_one_epoch
 
     run = resolve(module.parse_args(flags), module.QUESTION)
-    key = (module.__name__, run.options["limit"], run.options["holdout"], run.final)
+    key = (module.__name__, str(data_dir), run.options["limit"], run.options["holdout"], run.final)
     if key not in LOADED:
-        LOADED[key] = module.load_data(run, DATA_DIR)
-    torch.manual_seed(0)
+        LOADED[key] = module.load_data(run, data_dir)
+    data = LOADED[key]
+    seed_everything(run.options["seed"])
     model = module.build(run)
-    _, run_epoch, validate = module.trainer(run, model, LOADED[key])
-    return run, model, run_epoch, validate
+    steps = len(batch_bounds(data.train_size, run.recipe["batch_size"]))
+    state = start_or_resume(run, model, module.make_optimizer(model, run), steps)
+    loss_fn = module.loss_function(run.recipe)
+    normalize = [model.normalize] if hasattr(model, "normalize") else []  # Q2's batches: normalised for its trunk
+
+    def epoch(number=1):
+        return train_one_epoch(state, module.epoch_batches(data, run.recipe, number, *normalize), loss_fn, number)
+
+    return SimpleNamespace(run=run, data=data, model=model, training=state, loss_fn=loss_fn, epoch=epoch,
+                           validate=lambda: module.validate(state.averaged, data, run))
+
+
+def step_rate(bench, batch, steps):
+    """Images/s of `steps` of train.py's training steps (forward, loss, backward, optimizer and schedule step,
+    weight average) of `bench` (see `training`) on one fixed `batch`; a first step builds oneDNN's kernels,
+    untimed."""
+    from common.training import train_one_epoch
+
+    train_one_epoch(bench.training, [batch], bench.loss_fn, 0)
+    began = time.perf_counter()
+    train_one_epoch(bench.training, [batch] * steps, bench.loss_fn, 0)
+    return steps * len(batch[0]) / (time.perf_counter() - began)

@@ -273,7 +273,7 @@ def load_data(run, data_dir):
                 val.images, record, joined)
 
 
-def build(run, imagenet):
+def build(run, imagenet=None):
     """The run's network on its device, its trunk starting from `imagenet` (None: random weights; resuming or
     evaluating overwrites every weight from the checkpoint), its early trunk stages frozen as the recipe says."""
     model = build_model(run.recipe, imagenet).to(run.device, memory_format=torch.channels_last)

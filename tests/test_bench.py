@@ -1,4 +1,5 @@
 """The bench scripts' own command lines: a real --help, and the refusal to time on a busy machine."""
+import json
 import runpy
 import sys
 
@@ -49,3 +50,16 @@ def test_another_pytorch_process_is_found_and_the_load_is_read_without_os_getloa
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_in_process_bench_trains_as_the_script_does(tiny_fashion_data, tmp_path):
+    """bench.timing.training builds train.py's training from the script's own functions: its first epoch's mean
+    loss is the one a real run of the same flags records (another path through the same code: main())."""
+    from q1_fashion import train as q1_train
+    flags = ["--model", "basenet", "--limit", "1000", "--precision", "fp32", "--augment"]
+    q1_train.main([*flags, "--epochs", "1", "--no-tta", "--data-dir", str(tiny_fashion_data), "--out-dir",
+                   str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")])
+    recorded = json.loads((tmp_path / "out" / "metrics.json").read_text())["history"][0]["train_loss"]
+    bench = timing.training(q1_train, [*flags, "--epochs", "1"], data_dir=tiny_fashion_data)
+    assert bench.epoch(1) == recorded
+    assert set(bench.validate()) == {"val_accuracy"}

@@ -24,7 +24,7 @@ from tests.helpers import REPO, checkpoint_of, settings
 
 @contextlib.contextmanager
 def owned(run):
-    """The folders as the protocol takes them: checked and locked, then claimed (every check passed)."""
+    """The folders as main() takes them: checked and locked, then claimed (every check passed)."""
     with open_folders(run):
         claim(run)
         yield run

@@ -1,5 +1,5 @@
 """The console commands' entry points (pyproject.toml's [project.scripts]): each makes Ctrl-C one line
-(common.startup) before it loads its module, which imports PyTorch."""
+(common.command.quiet_start) before it loads its module, which imports PyTorch."""
 import importlib
 
 from common.command import quiet_start

@@ -7,8 +7,8 @@ and the SHA-256 of each prediction file. `--record FILE` writes them; `--compare
 prints, per run, `same` or the first differences. Everything runs at --precision fp32, so the figures do
 not depend on whether the CPU has AMX. About 8 minutes on 2 CPU cores.
 
-    python bench/same_numbers.py --record before.json     # on the old code
-    python bench/same_numbers.py --compare before.json    # on the new code
+    python tools/same_numbers.py --record before.json     # on the old code
+    python tools/same_numbers.py --compare before.json    # on the new code
 """
 import argparse
 import hashlib

@@ -2,7 +2,7 @@
 
 Builds damaged copies of the data in a temporary folder; needs data/ prepared. Run by hand:
 
-    python bench/bad_inputs.py
+    python tools/bad_inputs.py
 """
 import argparse
 import os
@@ -265,7 +265,7 @@ def main():
     print(f"  folder created: {(scratch / 'results-typo').exists()}")
     run("cs543-check of a 0-d file with --labels", ["-m", "tools.check_submission", str(scratch / "zero-d.npy"),
                                                     "--labels", str(scratch / "labels.npy")], pick="INVALID")
-    run("bench/q1_frontier.py --help", ["bench/q1_frontier.py", "--help"], pick="usage")
+    run("bench/runs.py --help", ["bench/runs.py", "--help"], pick="usage")
 
     print("\n| case | exit | what it printed |\n|---|---:|---|")
     for title, code, line in ROWS:
