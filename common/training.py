@@ -104,12 +104,12 @@ class Training:
         self.ema = WeightAverage(model, recipe["ema_decay"]) if recipe.get("ema_decay") else None
         self.scaler = make_scaler(run.precision, run.device)
         # the validation figure best.pt keeps the best of; None for a --final run, whose val images are training
-        # images: it validates never and predicts from last.pt
+        # images: it never validates and predicts from last.pt
         self.score = None if run.final else score
         self.val_every = val_every
         self.last_every = 0.0 if run.device.type == "cpu" else GPU_LAST_EVERY  # seconds between last.pt writes
         self.history, self.best, self.start, self.stretches = [], -math.inf, 1, []
-        self.began = self.last_written = time.monotonic()
+        self.began, self.last_written = time.perf_counter(), time.monotonic()  # an epoch's start; last.pt's write
 
     @property
     def averaged(self):

@@ -395,9 +395,9 @@ def main(argv=None):
     args = with_trunk(parse_args(argv))
     run = resolve(args, QUESTION)  # the recipe, under the checkpoint (--resume, --eval-only), under the flags
     recipe = run.recipe
-    # the trunk's ImageNet weights, read and checked now; a resumed or evaluated run's come from its checkpoint
-    imagenet = imagenet_weights(recipe["backbone"], recipe["weights"], recipe["pretrained"]) if run.mode == "train" \
-        else None
+    imagenet = None  # a resumed or evaluated run's every weight comes from its checkpoint
+    if run.mode == "train":  # a fresh run's trunk starts from ImageNet's weights, read and checked before the run
+        imagenet = imagenet_weights(recipe["backbone"], recipe["weights"], recipe["pretrained"])
     with open_folders(run):  # locked; a folder of another run is refused before anything is touched
         seed_everything(run.options["seed"])
         data = load_data(run, args.data_dir)

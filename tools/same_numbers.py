@@ -34,10 +34,17 @@ SKIPPED = {"train_seconds", "config", "precision", "run_id", "training"}
 def figures(out_dir):
     """What a run must reproduce: its metrics (less SKIPPED) and its prediction files' digests."""
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    kept = {key: value for key, value in metrics.items() if key not in SKIPPED}
+    kept = without_folders({key: value for key, value in metrics.items() if key not in SKIPPED})
     for path in sorted(out_dir.glob("*.npy")):
         kept[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return kept
+
+
+def without_folders(figures):
+    """`figures` less the data folder's path in the data records: where the data lies is the checkout's (the old
+    code may run from another one: a git worktree), not a number the code computes."""
+    return {key: {k: v for k, v in value.items() if k != "folder"} if key in ("data", "trained_on") and
+            isinstance(value, dict) else value for key, value in figures.items()}
 
 
 def run(script, flags, out_dir, checkpoint_dir):
@@ -101,7 +108,7 @@ def main():
     failed = 0
     print("\n| run | result | fields added |\n|---|---|---|")
     for name, after in results.items():
-        found = differences(before.get(name, {}), after)
+        found = differences(without_folders(before.get(name, {})), after)
         failed += bool(found)
         added = sorted(set(after) - set(before.get(name, {})))
         print(f"| {name} | {'same' if not found else '; '.join(found[:3])} | {', '.join(added)} |")
