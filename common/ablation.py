@@ -1,4 +1,5 @@
-"""The ablation driver both questions share: train a ladder of runs, each adding one change to the last."""
+"""What both ablate.py scripts share: a ladder of runs, each adding one change to the last: its steps' settings
+and folders, and its table."""
 import json
 import re
 from pathlib import Path
@@ -43,23 +44,22 @@ def as_flags(settings):
     return [word for key, value in settings.items() for word in as_words(key, value)]
 
 
-def run_ladder(steps, train_main, common_args, results_root, checkpoints_root, columns, extra_args=()):
-    """Train each step of `steps` [(name, change)] cumulatively with `train_main`, then tabulate its metrics.
+def step_folders(args, slug):
+    """(results folder, checkpoint folder) of the ablation step `slug`, under the ablation's own folders."""
+    return Path(args.results_dir) / "ablation" / slug, Path(args.checkpoints_dir) / "ablation" / slug
 
-    `columns` is a list of (metrics key, heading). Writes ablation.md and ablation.png in `results_root`
-    and returns the rows.
-    """
-    rows = []
-    ladder = cumulative(steps)
-    for number, (name, slug, settings) in enumerate(ladder, start=1):
-        out_dir = Path(results_root) / "ablation" / slug
-        print(f"\n=== ablation step {number}/{len(ladder)}: {name} ===")
-        # --overwrite: each step is a fresh training; running the ablation again retrains it
-        train_main([*common_args, *as_flags(settings), *extra_args, "--out-dir", str(out_dir),
-                    "--checkpoint-dir", str(Path(checkpoints_root) / "ablation" / slug), "--overwrite"])
-        metrics = json.loads((out_dir / "metrics.json").read_text())
-        rows.append({"component": name, "params": metrics["params"], "epochs": metrics["epochs"],
-                     **{key: metrics[key] for key, _ in columns}})
+
+def step_row(name, out_dir, columns):
+    """The table row of a finished step: its name, parameters, epochs and the metrics `columns` name (a list of
+    (metrics key, heading)), read from the metrics.json its run wrote."""
+    metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
+    return {"component": name, "params": metrics["params"], "epochs": metrics["epochs"],
+            **{key: metrics[key] for key, _ in columns}}
+
+
+def write_ablation(rows, columns, results_root):
+    """Write the ladder's table (ablation.md) and its first column's bar chart (ablation.png) in `results_root`,
+    print the table, and return the rows."""
     table = ["| component | params | epochs | " + " | ".join(heading for _, heading in columns) + " |",
              "|---|---:|---:|" + "---:|" * len(columns)]
     for row in rows:

@@ -12,7 +12,15 @@ quiet_start(__name__)
 
 import argparse
 
-from common.ablation import add_ablation_arguments, passed_through, run_ladder
+from common.ablation import (
+    add_ablation_arguments,
+    as_flags,
+    cumulative,
+    passed_through,
+    step_folders,
+    step_row,
+    write_ablation,
+)
 from common.command import run_cli
 from common.settings import Parser
 from q1_fashion import train
@@ -27,14 +35,22 @@ STEPS = [
     ("+ depth", {"depth": BEST["depth"]}),
     ("+ width (= improved)", {"width": BEST["width"]}),
 ]
+COLUMNS = [("val_accuracy", "val accuracy (%)")]  # metrics.json's key, the table's heading
 
 
 def main(argv=None):
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ablation_arguments(parser, "q1_fashion", BEST["epochs"])
     args = parser.parse_args(argv)
-    return run_ladder(STEPS, train.main, ["--model", "improved"], args.results_dir, args.checkpoints_dir,
-                      [("val_accuracy", "val accuracy (%)")], passed_through(args))
+    rows = []
+    for number, (name, slug, settings) in enumerate(cumulative(STEPS), start=1):
+        print(f"\n=== ablation step {number}/{len(STEPS)}: {name} ===")
+        out_dir, checkpoint_dir = step_folders(args, slug)
+        # --overwrite: each step is a fresh training; running the ablation again retrains it
+        train.main(["--model", "improved", *as_flags(settings), *passed_through(args), "--out-dir", str(out_dir),
+                    "--checkpoint-dir", str(checkpoint_dir), "--overwrite"])
+        rows.append(step_row(name, out_dir, COLUMNS))
+    return write_ablation(rows, COLUMNS, args.results_dir)
 
 
 if __name__ == "__main__":

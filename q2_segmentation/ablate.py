@@ -13,7 +13,15 @@ quiet_start(__name__)
 
 import argparse
 
-from common.ablation import add_ablation_arguments, passed_through, run_ladder
+from common.ablation import (
+    add_ablation_arguments,
+    as_flags,
+    cumulative,
+    passed_through,
+    step_folders,
+    step_row,
+    write_ablation,
+)
 from common.command import run_cli
 from common.settings import Parser, positive_int
 from q2_segmentation import train
@@ -25,6 +33,7 @@ EPOCHS = 10
 # The report's blocks have 512 channels, and the stepwise head runs its last one at stride 4: about
 # 7 GMAC per image, hours per epoch on a CPU. 128 channels keep the ladder's shape at 1/16 of the cost.
 CPU_WIDTH = 128
+COLUMNS = [("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")]  # metrics.json's keys, the table's headings
 
 
 def steps(width):
@@ -50,9 +59,15 @@ def main(argv=None):
     add_ablation_arguments(parser, "q2_segmentation", EPOCHS)
     args = parser.parse_args(argv)
     args.epochs = args.epochs or EPOCHS
-    return run_ladder(steps(args.ladder_width), train.main, ["--model", "ladder", "--backbone", args.backbone],
-                      args.results_dir, args.checkpoints_dir, [("val_mAP", "val mAP"), ("val_mIoU", "val mIoU")],
-                      passed_through(args))
+    ladder, rows = cumulative(steps(args.ladder_width)), []
+    for number, (name, slug, settings) in enumerate(ladder, start=1):
+        print(f"\n=== ablation step {number}/{len(ladder)}: {name} ===")
+        out_dir, checkpoint_dir = step_folders(args, slug)
+        # --overwrite: each step is a fresh training; running the ablation again retrains it
+        train.main(["--model", "ladder", "--backbone", args.backbone, *as_flags(settings), *passed_through(args),
+                    "--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir), "--overwrite"])
+        rows.append(step_row(name, out_dir, COLUMNS))
+    return write_ablation(rows, COLUMNS, args.results_dir)
 
 
 if __name__ == "__main__":

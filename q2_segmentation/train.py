@@ -84,7 +84,7 @@ RECIPE = dict(
     min_scale=1.0,
     color=0.0,
     crop=None,           # train on whole images
-    low_res=None,        # every epoch at 224: half the epochs at 160 lost 0.025 mIoU (see training_view)
+    low_res=None,        # every epoch at 224: half the epochs at 160 lost 0.025 mIoU (see epoch_augmentation)
     low_res_share=0.5,   # with low_res: the share of the epochs, the first ones, trained at low_res pixels
     loss="ce",
     loss_weight=1.0,
@@ -346,8 +346,8 @@ def epoch_augmentation(recipe, epoch):
 
     Progressive resizing: with `low_res`, the first floor(low_res_share x epochs) epochs train on the
     augmented batch scaled down by r = low_res / 224 (the random scales times r, the window --crop or 224
-    times r), the same views at lower resolution for about r^2 of the time; the later epochs, and every
-    prediction, see full resolution, so the network ends trained at the size it predicts at.
+    times r), the same augmented images at lower resolution for about r^2 of the time; the later epochs, and
+    every prediction, see full resolution, so the network ends trained at the size it predicts at.
     """
     if epoch > low_res_epochs(recipe):
         return recipe["max_scale"], recipe["min_scale"], recipe["crop"]
