@@ -221,7 +221,7 @@ class Run:
         """The settings as the checkpoint and metrics.json record them: one flat dict. The evaluation
         settings are the views used now; the precision is the one the network was trained in (a run
         evaluated in another precision records that as metrics.json's eval_precision)."""
-        trained_in = self.saved["config"].get("precision", self.precision) if self.mode == "eval" else self.precision
+        trained_in = self.saved["config"]["precision"] if self.mode == "eval" else self.precision
         return {**self.recipe, **self.options, **self.evaluation, "precision": trained_in}
 
     @property
@@ -320,7 +320,7 @@ def resolve(args, question):
                            for key, value in question.evaluation.items() if key != "tta"})
     options = {key: settings.pop(key) for key in question.options}
     checkpoint_dir = Path(checkpoint_dir or default_checkpoint_dir)
-    run_id = new_run_id() if saved is None else saved.get("run_id")
+    run_id = new_run_id() if saved is None else saved["run_id"]
     if not args.out_dir and saved is not None:  # the run's own results folder, where its marker says it is
         recorded = read_marker(checkpoint_dir).get("results")
         if isinstance(recorded, str) and read_marker(recorded).get("run_id", False) == run_id:
