@@ -13,7 +13,7 @@ SCRIPTS = sorted(path.name for path in (REPO / "bench").glob("*.py") if path.nam
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_bench_script_has_a_real_help(script, monkeypatch, capsys):
-    """--help prints the script's usage and runs nothing (it used to reach train.py, or run everything)."""
+    """--help prints the script's usage and runs nothing (neither a train.py nor the bench itself starts)."""
     monkeypatch.setattr(sys, "argv", [script, "--help"])
     monkeypatch.setattr(timing, "run_script", lambda *a, **k: pytest.fail("--help started a training"))
     with pytest.raises(SystemExit) as exit_info:

@@ -52,7 +52,7 @@ def files_under(folder):
 @pytest.mark.parametrize("link", [True, False])
 def test_a_source_that_is_the_destination_or_holds_it_is_refused_before_anything_is_touched(tmp_path,
                                                                                             tiny_course_data, link):
-    """It used to link the course's files to themselves (--link) or delete classes.txt (copy)."""
+    """Neither links the course's files to themselves (--link) nor deletes classes.txt (copy): refused first."""
     before = files_under(tiny_course_data)
     for source, data_dir in ((tiny_course_data, tiny_course_data),  # the same folder
                              (tiny_course_data.parent, tiny_course_data),  # found one level down: data/ itself

@@ -1,7 +1,8 @@
 """A run's settings, resolved once (recipe < checkpoint < flags), and the folders it owns.
 
-Each of the first five tests is a defect found by using the scripts: a record that described a run that did not
-happen. They resolve settings against a checkpoint file written here, so none of them trains.
+The first five tests check that a run's settings and folders describe the run that happens (a resume, an
+evaluation, a fresh run beside an old one). They resolve settings against a checkpoint file written here, so none
+of them trains.
 """
 import contextlib
 import os
@@ -38,7 +39,7 @@ def write_checkpoint(folder, record, epoch=1):
 
 
 def test_a_resumed_final_run_stays_final_and_writes_into_its_own_folder(tmp_path):
-    """Defect 1: the resume of a --final run wrote into the held-out run's results folder."""
+    """A resumed --final run stays final and writes into its own results folder, not the held-out run's."""
     ckpt = tmp_path / "C"
     fresh = settings(q1_train, "--final", "--epochs", "1", "--limit", "2000", "--checkpoint-dir", str(ckpt))
     write_checkpoint(ckpt, fresh.record)
@@ -50,7 +51,7 @@ def test_a_resumed_final_run_stays_final_and_writes_into_its_own_folder(tmp_path
 
 
 def test_a_trunk_trained_from_scratch_stays_so_on_resume(tmp_path):
-    """Defect 2: a --no-pretrained run resumed without the flag recorded pretrained: true."""
+    """A --no-pretrained run resumed without the flag is recorded as trained from scratch (pretrained: false)."""
     ckpt = tmp_path / "C"
     fresh = settings(q2_train, "--backbone", "efficientnet_lite0", "--no-pretrained", "--epochs", "1",
                      "--checkpoint-dir", str(ckpt))
@@ -63,7 +64,7 @@ def test_a_trunk_trained_from_scratch_stays_so_on_resume(tmp_path):
 
 
 def test_eval_only_records_the_epochs_the_run_trained_and_refuses_others(tmp_path):
-    """Defect 3: --eval-only --epochs 30 on a 3-epoch run recorded 30 epochs."""
+    """--eval-only records the epochs the run trained (3), and refuses another --epochs in one line."""
     ckpt = tmp_path / "C"
     write_checkpoint(ckpt, settings(q1_train, "--epochs", "3", "--checkpoint-dir", str(ckpt)).record, epoch=3)
     assert settings(q1_train, "--eval-only", "--checkpoint-dir", str(ckpt)).recipe["epochs"] == 3
@@ -77,7 +78,8 @@ def test_eval_only_records_the_epochs_the_run_trained_and_refuses_others(tmp_pat
 
 
 def test_auto_on_resume_and_eval_only_takes_the_checkpoints_trunk(tmp_path, monkeypatch, capsys):
-    """Defect 4: a ResNet18 run (auto, with --weights) evaluated without --weights re-resolved auto afresh."""
+    """--backbone auto on --eval-only and --resume is the checkpoint's trunk (a ResNet18 run made with --weights),
+    not a fresh choice."""
     monkeypatch.setattr(run_module, "CHECKPOINTS_DIR", tmp_path / "checkpoints")
     monkeypatch.setattr(run_module, "RESULTS_DIR", tmp_path / "results")
     fresh = settings(q2_train, "--weights", str(tmp_path / "r18.pth"))
@@ -102,7 +104,7 @@ def test_auto_on_resume_and_eval_only_takes_the_checkpoints_trunk(tmp_path, monk
 
 
 def test_a_fresh_run_into_a_folder_that_holds_a_run_is_refused(tmp_path):
-    """Defect 5: a fresh run replaced an earlier run's checkpoints and predictions without a word."""
+    """A fresh run refuses a folder holding another run's checkpoints; --overwrite replaces them."""
     ckpt = tmp_path / "C"
     fresh = settings(q1_train, "--epochs", "2", "--checkpoint-dir", str(ckpt), "--out-dir", str(tmp_path / "O"))
     write_checkpoint(ckpt, fresh.record)
