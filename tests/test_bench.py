@@ -8,18 +8,21 @@ import pytest
 from bench import timing
 from tests.helpers import REPO
 
-SCRIPTS = sorted(path.name for path in (REPO / "bench").glob("*.py") if path.name not in ("__init__.py", "timing.py"))
+# the bench scripts, and the tools run by hand that are not benchmarks
+SCRIPTS = sorted([*(f"bench/{path.name}" for path in (REPO / "bench").glob("*.py")
+                    if path.name not in ("__init__.py", "timing.py")), "tools/bad_inputs.py", "tools/same_numbers.py"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_bench_script_has_a_real_help(script, monkeypatch, capsys):
     """--help prints the script's usage and runs nothing (neither a train.py nor the bench itself starts)."""
-    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    name = script.split("/")[1]
+    monkeypatch.setattr(sys, "argv", [name, "--help"])
     monkeypatch.setattr(timing, "run_script", lambda *a, **k: pytest.fail("--help started a training"))
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(REPO / "bench" / script), run_name="__main__")
+        runpy.run_path(str(REPO / script), run_name="__main__")
     assert exit_info.value.code == 0
-    assert capsys.readouterr().out.startswith(f"usage: {script}")
+    assert capsys.readouterr().out.startswith(f"usage: {name}")
 
 
 def test_a_busy_machine_is_refused_in_one_line_unless_forced(monkeypatch):
