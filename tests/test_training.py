@@ -28,6 +28,7 @@ def test_a_last_batch_of_one_joins_the_batch_before():
     assert sum(end - start for start, end in bounds) == 55_000
     assert batch_bounds(5, 2) == [(0, 2), (2, 5)]
     assert batch_bounds(4, 2) == [(0, 2), (2, 4)]
+    assert batch_bounds(1, 4) == [(0, 1)]  # a whole set of one is one batch: nothing before it to join
 
 
 def test_network_variants_get_their_own_run_folders():
@@ -196,3 +197,122 @@ def test_gpu_out_of_memory_is_one_line(capsys):
 def test_the_weight_average_is_not_trained():
     average = WeightAverage(tiny_classifier(), 0.9)
     assert not any(p.requires_grad for p in average.module.parameters())
+
+
+# --- the training step and the end of an epoch (common/training.py), each against a hand-made case ---------------
+
+def test_the_one_cycle_schedule_ends_at_zero_however_short():
+    """Warm-up to the peak, then cosine to 0 at the last step, even when a single step follows the warm-up."""
+    from common.training import lr_schedule
+    multiplier = lr_schedule("onecycle", 2)  # warm-up: max(1, int(0.3)) = 1 step
+    assert [multiplier(step) for step in (0, 1, 2)] == [pytest.approx(0.1), 1.0, pytest.approx(0.0, abs=1e-12)]
+
+
+def test_seed_everything_repeats_every_stream():
+    import random
+
+    from common.training import seed_everything
+    draws = []
+    for _ in range(2):
+        seed_everything(3)
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]
+
+
+def test_the_loss_scaler_travels_with_the_checkpoint_and_the_gpu_writes_last_pt_by_the_minute(tmp_path):
+    """An fp16 run's scaler is enabled, its scale saved in the checkpoint and restored on resume; the checkpoint
+    records the data the run used; on a GPU last.pt waits GPU_LAST_EVERY seconds, on a CPU none."""
+    from types import SimpleNamespace
+
+    from common.training import GPU_LAST_EVERY, Training
+    from tests.test_defaults import fake_run, tiny_net
+    run = fake_run(tmp_path, ema_decay=0.0)
+    run.precision, run.data = "fp16", {"val_fingerprint": "abc"}
+    model = tiny_net(0)
+    training = Training(run, model, torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=1)
+    assert training.scaler.is_enabled() and training.last_every == 0.0
+    training.scaler.scale(torch.ones(1))  # the scale exists from the first scaled loss on
+    training.scaler.update(2.0 ** 7)  # a scale the scaler reached
+    training.checkpoint(tmp_path / "last.pt", 1)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["data"] == {"val_fingerprint": "abc"} and state["scaler"]["scale"] == 2.0 ** 7
+    resumed = Training(run, tiny_net(1), torch.optim.SGD(tiny_net(1).parameters(), lr=0.1), steps_per_epoch=1)
+    resumed.restore(state)
+    assert resumed.scaler.get_scale() == 2.0 ** 7
+    on_a_gpu = dict(vars(run), precision="fp32", device=SimpleNamespace(type="cuda"))
+    assert Training(SimpleNamespace(**on_a_gpu), model, torch.optim.SGD(model.parameters(), lr=0.1),
+                    steps_per_epoch=1).last_every == GPU_LAST_EVERY
+
+
+def test_a_restored_optimizer_keeps_this_devices_foreach_setting(tmp_path):
+    """How the optimizer computes is this machine's, for `foreach` as for `fused`: a checkpoint of a foreach
+    optimizer resumes with the default (None) this one was made with."""
+    from common.checkpoint import capture_rng
+    from common.training import Training
+    from tests.test_defaults import fake_run, tiny_net
+    model = tiny_net(0)
+    saved = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=True)
+    training = Training(fake_run(tmp_path, ema_decay=0.0), model, torch.optim.AdamW(model.parameters(), lr=0.1), 1)
+    training.restore({"model": model.state_dict(), "optimizer": saved.state_dict(), "ema": None, "scaler": None,
+                      "scheduler": training.scheduler.state_dict(), "rng": capture_rng()})
+    assert training.optimizer.param_groups[0]["foreach"] is None
+
+
+def test_what_a_resume_prints(tmp_path, capsys):
+    """A resumed --final run (no validation) says only where it resumes; a constant schedule never 'changes'; a
+    one-cycle one that does says so in full."""
+    from common.training import start_or_resume
+    from tests.test_defaults import fake_run, tiny_net
+    model = tiny_net(0)
+    state = {"model": model.state_dict(), "epoch": 1, "best": -float("inf"), "history": [],
+             "stretches": [{"first_epoch": 1, "last_epoch": 1, "schedule_epochs": 1}]}
+
+    def resume(schedule, final=False, score="score"):
+        run = fake_run(tmp_path, epochs=3, ema_decay=0.0, schedule=schedule)
+        run.final, run.mode = final, "resume"
+        fresh = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(fresh, lambda step: 1.0)
+        from common.checkpoint import capture_rng
+        run.saved = dict(state, optimizer=fresh.state_dict(), scheduler=scheduler.state_dict(), ema=None,
+                         scaler=None, rng=capture_rng())
+        start_or_resume(run, model, fresh, 2, score=score)
+        return capsys.readouterr().out.splitlines()
+
+    assert resume("onecycle", final=True)[0] == "resumed after epoch 1"
+    assert resume("constant") == ["resumed after epoch 1 (no epoch validated yet)"]
+    assert resume("onecycle")[1] == ("NOTE: the schedule changes: epochs 1-1 followed the 1-epoch schedule; epochs "
+                                     "2-3 follow the 3-epoch one from its step 2 (metrics.json records both "
+                                     "stretches)")
+
+
+def test_an_epoch_of_one_batch_and_the_last_losses_read_at_its_end(monkeypatch):
+    """The mean of one batch is its loss; with a GPU's reading interval the losses left at the epoch's end are
+    read there, a NaN among them named with its epoch and batch; other warnings than the scheduler's pass."""
+    import warnings
+
+    from common import training as steps
+    from tests.helpers import one_epoch
+
+    def epoch(losses, batches):
+        model = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        values = iter(losses)
+        return one_epoch(model, [(torch.ones(1, 2), torch.tensor([0]))] * batches, optimizer,
+                         torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                         lambda outputs, targets: (outputs * 0).sum() + next(values), epoch=7)
+
+    assert epoch([3.0], 1) == 3.0
+    monkeypatch.setattr(steps, "loss_reads_every", lambda device: 8)
+    assert epoch([1.0] * 22, 22) == 1.0  # two reads of 8 in the epoch, 6 at its end (the 20th among them)
+    with pytest.raises(UserError, match="^training loss became nan at epoch 7, batch 10;"):
+        epoch([1.0] * 9 + [float("nan")], 10)
+
+    def warns(outputs, targets):
+        warnings.warn("a warning of the loss's own", UserWarning, stacklevel=1)
+        return outputs.sum()
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match="of the loss's own"):
+        one_epoch(model, [(torch.ones(1, 2), torch.tensor([0]))], optimizer,
+                  torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), warns)
