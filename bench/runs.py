@@ -38,10 +38,10 @@ def row(question, label, seconds, epochs, metrics):
     """One run's row: `epochs` are its validated epochs as (seconds since start, epoch, followed figure)."""
     found = {"run": label, "seconds": seconds, "epochs": metrics["epochs"], "precision": metrics["eval_precision"],
              "views": metrics["views"], "scored on": metrics["data"]["val_split"], **figures(question, metrics)}
-    if epochs:
+    if epochs:  # a training run (an --evaluate run trains no epoch)
         found[f"last validated epoch: {FOLLOWED[question]}"] = epochs[-1][2]
-    for threshold in THRESHOLDS[question]:
-        found[f"seconds to {threshold}"] = next((at for at, _, value in epochs if value >= threshold), None)
+        for threshold in THRESHOLDS[question]:
+            found[f"seconds to {threshold}"] = next((at for at, _, value in epochs if value >= threshold), None)
     return found
 
 
@@ -70,8 +70,9 @@ def spread(rows):
 def main():
     parser = bench_parser(__doc__)
     parser.add_argument("question", choices=SCRIPTS)
-    parser.add_argument("candidates", nargs="*", default=[""], metavar="FLAGS",
-                        help="a candidate's train.py flags as one quoted string (default: the default recipe)")
+    parser.add_argument("candidates", nargs="*", metavar="FLAGS",
+                        help="a candidate's train.py flags as one quoted string (default: the default recipe); a "
+                             "single flag may go unquoted (--no-tta)")
     parser.add_argument("--flags", default="", help="train.py flags for every run, as one quoted string")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, each candidate run once a seed")
     parser.add_argument("--keep", type=Path, metavar="DIR",
@@ -80,7 +81,8 @@ def main():
     parser.add_argument("--evaluate", nargs="+", type=Path, metavar="RUN",
                         help="evaluate these trained runs (folders holding checkpoints/, as --keep writes them) with "
                              "--eval-only and each candidate's flags, instead of training")
-    args = parser.parse_args()
+    args, single_flags = parser.parse_known_args()  # a one-flag candidate, e.g. --no-tta, is no option of ours
+    args.candidates = [*args.candidates, *single_flags] or [""]
     refuse_if_busy(args.force)
     script, followed = SCRIPTS[args.question], FOLLOWED[args.question]
     seeds = [int(seed) for seed in args.seeds.split(",")]

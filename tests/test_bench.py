@@ -66,3 +66,25 @@ def test_an_in_process_bench_trains_as_the_script_does(tiny_fashion_data, tmp_pa
     bench = timing.training(q1_train, [*flags, "--epochs", "1"], data_dir=tiny_fashion_data)
     assert bench.epoch(1) == recorded
     assert set(bench.validate()) == {"val_accuracy"}
+
+
+@pytest.mark.slow
+def test_the_runner_tabulates_each_run_and_their_spread(tiny_fashion_data, tmp_path):
+    """bench/runs.py over two seeds: one row a run with the figures its metrics.json recorded (kept with --keep),
+    then their mean, min and max; --evaluate scores the kept runs again with other views."""
+    import statistics
+    import subprocess
+
+    flags = f"--model basenet --epochs 1 --limit 1000 --no-tta --data-dir {tiny_fashion_data}"
+    done = subprocess.run([sys.executable, "bench/runs.py", "q1", "--flags", flags, "--seeds", "0,1", "--keep",
+                           str(tmp_path), "--force"], cwd=REPO, capture_output=True, text=True, check=True)
+    recorded = [json.loads((tmp_path / f"seed-{seed}" / "results" / "metrics.json").read_text())["val_accuracy"]
+                for seed in (0, 1)]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| seed ")]
+    assert [float(row[6]) for row in rows] == pytest.approx(recorded, abs=5e-3)  # 4 significant digits
+    assert f"val %: mean {statistics.mean(recorded):.4g}, min {min(recorded):.4g}, max {max(recorded):.4g}" \
+        in done.stdout
+    again = subprocess.run([sys.executable, "bench/runs.py", "q1", "--tta", "--flags",
+                            f"--data-dir {tiny_fashion_data}", "--evaluate", str(tmp_path / "seed-0"), "--force"],
+                           cwd=REPO, capture_output=True, text=True, check=True)
+    assert "| seed-0 |" in again.stdout and "2 test-time views (the image and its mirror)" in again.stdout
